@@ -1,0 +1,40 @@
+# eo_baseline developer and user entry points.
+#   make demo   - the main job: simulate a run, ingest it into a SQLite butler repo, run the pipelines
+#   make test   - the whole test suite
+#   make bench  - benchmarks, written to bench/results.json
+# Each target builds the environment (.venv, from a Python 3.12 interpreter) when needed.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.eo_baseline_setup
+PYTHON312 = $(shell scripts/find-python312)
+JOBS ?= 2
+DEMO_DIR ?= demo_output
+
+.PHONY: setup demo test bench lint clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(BIN)/python || $(PYTHON312) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[test]'
+	$(BIN)/eo-baseline install-hooks
+	@touch $@
+
+demo: setup
+	$(BIN)/eo-baseline demo --out $(DEMO_DIR) -j $(JOBS)
+
+test: setup
+	$(BIN)/python -m pytest -n $(JOBS) --durations=15 tests
+
+bench: setup
+	$(BIN)/python -m lsst.eo.baseline.bench --out bench/results.json
+
+lint: setup
+	$(BIN)/ruff check python tests
+	$(BIN)/ruff format --check python tests
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,5 @@
+"""eo_baseline version."""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
