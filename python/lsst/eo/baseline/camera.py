@@ -12,9 +12,12 @@ __all__ = [
     "Camera",
     "CcdType",
     "DetectorInfo",
+    "NominalAmp",
     "get_camera",
+    "nominal_amps",
 ]
 
+import csv
 import functools
 from dataclasses import dataclass, field
 from importlib import resources
@@ -387,3 +390,56 @@ def get_camera() -> Camera:
     """Return the LSSTCam camera, parsed once from the package data file."""
     text = resources.files("lsst.eo.baseline").joinpath("data", _CAMERA_FILE).read_text()
     return Camera(yaml.safe_load(text))
+
+
+@dataclass(frozen=True)
+class NominalAmp:
+    """Camera-model values of one amplifier, as recorded from EO testing (obs_lsst).
+
+    Attributes
+    ----------
+    lsst_num : `str`
+        CCD serial (``LSST_NUM``).
+    gain : `float`
+        Gain (e-/adu).
+    read_noise : `float`
+        Read noise (e-).
+    saturation : `float`
+        Saturation level (adu).
+    """
+
+    lsst_num: str
+    gain: float
+    read_noise: float
+    saturation: float
+
+
+@functools.cache
+def _nominal_table() -> dict[str, dict[str, NominalAmp]]:
+    text = resources.files("lsst.eo.baseline").joinpath("data", "lsstcam_amps.csv").read_text()
+    table: dict[str, dict[str, NominalAmp]] = {}
+    for row in csv.DictReader(text.splitlines()):
+        table.setdefault(f"{row['raft']}_{row['slot']}", {})[row["amp"]] = NominalAmp(
+            lsst_num=row["lsst_num"],
+            gain=float(row["gain"]),
+            read_noise=float(row["read_noise"]),
+            saturation=float(row["saturation"]),
+        )
+    return table
+
+
+def nominal_amps(detector: str) -> dict[str, NominalAmp]:
+    """Camera-model gain, read noise and saturation of every amplifier of a detector.
+
+    These are the values obs_lsst's camera carries (``data/lsstcam_amps.csv``); they are what ISR
+    uses when no PTC gain is available ("camera-model gains" in cp_pipe's terms).
+
+    Parameters
+    ----------
+    detector : `str`
+        Detector name (``R22_S11``).
+    """
+    try:
+        return _nominal_table()[detector]
+    except KeyError:
+        raise KeyError(f"No nominal amplifier values for detector {detector!r}") from None

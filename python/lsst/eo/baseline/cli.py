@@ -84,18 +84,47 @@ def ingest_cmd(
         sys.exit(1)
 
 
-def _register_optional_commands() -> None:
-    """Attach commands living in modules that may be heavy to import."""
+@main.command("run")
+@click.argument("repo")
+@click.option("--run", "run_number", required=True, help="Acquisition run number (exposure.science_program).")
+@click.option(
+    "--run-type", default="b_protocol", show_default=True, help="Run type in config/runs, or a path."
+)
+@click.option("-i", "--input", "inputs", default="LSSTCam/raw/all", show_default=True,
+              help="Comma-separated input collections.")  # fmt: skip
+@click.option("--output-prefix", default="u/eo", show_default=True, help="Prefix of the output collections.")
+@click.option("-j", "--jobs", type=int, default=1, show_default=True, help="pipetask -j.")
+@click.option("--detectors", default=None, help="Detector selection (names, rafts, ids), default all.")
+@click.option("--steps", default=None, help="Comma-separated step names to run (default all).")
+@click.option("--dry-run", is_flag=True, help="Print the commands without running them.")
+def run_cmd(repo, run_number, run_type, inputs, output_prefix, jobs, detectors, steps, dry_run):
+    """Run the EO analysis of acquisition run RUN in REPO (pipelines in order, with certification)."""
+    from .camera import get_camera
+    from .runner import run_analysis
+
+    det_ids = [d.id for d in get_camera().select(detectors)] if detectors else None
+    results = run_analysis(
+        repo, run_number, run_type, inputs=tuple(inputs.split(",")), output_prefix=output_prefix, jobs=jobs,
+        detectors=det_ids, steps=steps.split(",") if steps else None, dry_run=dry_run,
+    )  # fmt: skip
+    for r in results:
+        click.echo(
+            f"{r.step.name:<10} {r.status:<8} {r.output}  {r.message.splitlines()[0] if r.message else ''}"
+        )
+        if dry_run:
+            for c in r.commands:
+                click.echo(f"    {c}")
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
+
+
+def _register_commands() -> None:
+    """Attach the commands that live in their own modules."""
+    from .demo import demo_cmd
     from .simulator.cli import simulate_cmd
 
     main.add_command(simulate_cmd)
-    from .demo import demo_cmd
-
     main.add_command(demo_cmd)
 
 
-try:
-    _register_optional_commands()
-except ImportError as _err:  # pragma: no cover - only while a module is being written
-    if "lsst.eo.baseline" not in str(_err):
-        raise
+_register_commands()

@@ -1,0 +1,1 @@
+"""Benchmarks of eo_baseline components (each module runnable with ``python -m``)."""

@@ -1,0 +1,34 @@
+"""``python -m lsst.eo.baseline.bench``: run every benchmark and write one JSON file (``make bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+from .simulator import run_simulator_benchmark
+from .tasks import run_task_benchmark
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the eo_baseline benchmarks.")
+    parser.add_argument("--out", default="bench/results.json", help="JSON output file.")
+    args = parser.parse_args()
+    started = time.time()
+    results = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "simulator": run_simulator_benchmark(),
+        "tasks": run_task_benchmark(),
+    }
+    results["wall_seconds"] = round(time.time() - started, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"Benchmark results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

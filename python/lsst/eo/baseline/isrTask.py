@@ -1,0 +1,206 @@
+"""ISR as a reusable subtask: raw amplifier -> calibrated data section, per amplifier.
+
+EO tasks run `EoIsrTask` inside their own quantum (as eo_pipe does for bias stability) instead of
+writing post-ISR images: each raw HDU is decompressed once, processed, measured and dropped, which
+keeps memory per quantum small and I/O minimal.  Configure it per pipeline as cp_pipe configures its
+calibration ISR (overscan only for biases; bias, dark, gains for flats; ...).
+"""
+
+from __future__ import annotations
+
+__all__ = ["AmpIsrResult", "EoIsrConfig", "EoIsrTask"]
+
+from dataclasses import dataclass
+
+import numpy as np
+from lsst.pex.config import ChoiceField, Config, Field
+from lsst.pipe.base import Task
+
+from .camera import AmpLayout, nominal_amps
+from .isr import OverscanResult, apply_parallel_overscan, apply_serial_overscan
+from .rawdata import RawAmp, RawCcd
+
+
+@dataclass
+class AmpIsrResult:
+    """ISR output of one amplifier.
+
+    Attributes
+    ----------
+    layout : `~lsst.eo.baseline.camera.AmpLayout`
+        Amplifier geometry.
+    corrected : `numpy.ndarray`
+        The whole raw amplifier after overscan correction (float32, adu, readout orientation);
+        prescan, overscans included, for EPER and overscan statistics.
+    image : `numpy.ndarray`
+        Data section after all enabled steps (float32, readout orientation), in `units`.
+    variance : `numpy.ndarray` or `None`
+        Variance of `image` (units squared), if computed.
+    mask : `numpy.ndarray`
+        True for pixels flagged bad (defects, non-finite values).
+    units : `str`
+        ``adu`` or ``electron``.
+    gain : `float`
+        Gain used (e-/adu) for variance/units.
+    serial : `~lsst.eo.baseline.isr.OverscanResult` or `None`
+        Serial overscan fit.
+    parallel : `~lsst.eo.baseline.isr.OverscanResult` or `None`
+        Parallel overscan fit.
+    """
+
+    layout: AmpLayout
+    corrected: np.ndarray
+    image: np.ndarray
+    variance: np.ndarray | None
+    mask: np.ndarray
+    units: str
+    gain: float
+    serial: OverscanResult | None
+    parallel: OverscanResult | None
+
+    @property
+    def name(self) -> str:
+        """Amplifier name."""
+        return self.layout.name
+
+    @property
+    def read_noise_adu(self) -> float:
+        """cp_pipe's read-noise estimate: clipped stdev of the corrected serial overscan (adu)."""
+        return self.serial.residual_stdev if self.serial is not None else np.nan
+
+
+class EoIsrConfig(Config):
+    """Configuration of `EoIsrTask` (defaults: overscan-only calibration ISR, in adu)."""
+
+    doSerialOverscan = Field[bool](doc="Subtract the serial overscan level row by row.", default=True)
+    serialLeadingToSkip = Field[int](doc="Serial-overscan columns skipped next to the data.", default=3)
+    serialTrailingToSkip = Field[int](doc="Serial-overscan columns skipped at the far end.", default=3)
+    serialMaxDeviation = Field[float](
+        doc="Serial-overscan pixels this far (adu) from the overscan median are masked.", default=1000.0
+    )
+    serialNSigmaClip = Field[float](doc="Per-row outlier rejection threshold (robust sigma).", default=3.0)
+    doParallelOverscan = Field[bool](
+        doc="Subtract the parallel overscan level column by column.", default=True
+    )
+    parallelLeadingToSkip = Field[int](doc="Parallel-overscan rows skipped next to the data.", default=3)
+    parallelTrailingToSkip = Field[int](doc="Parallel-overscan rows skipped at the top.", default=3)
+    parallelMaxDeviation = Field[float](
+        doc="Parallel-overscan pixels this far (adu) above the median are masked.", default=100.0
+    )
+    parallelSaturationLevel = Field[float](
+        doc="Parallel-overscan pixels at or above this (adu) are masked, grown by 7 pixels.", default=20000.0
+    )
+    doBias = Field[bool](doc="Subtract a combined bias (adu, before gains).", default=False)
+    doApplyGains = Field[bool](doc="Convert the image to electrons with the amplifier gains.", default=False)
+    gainSource = ChoiceField[str](
+        doc="Where gains come from when none are passed to run().",
+        allowed={"CAMERA": "nominal camera-model gains (lsstcam_amps.csv)", "NONE": "gain 1"},
+        default="CAMERA",
+    )
+    doDark = Field[bool](doc="Subtract a combined dark (e-/s) scaled by DARKTIME.", default=False)
+    doDefects = Field[bool](doc="Mask defects passed to run().", default=False)
+    doVariance = Field[bool](doc="Compute the variance plane.", default=False)
+
+
+class EoIsrTask(Task):
+    """Instrument signature removal of raw amplifiers (see `lsst.eo.baseline.isr`)."""
+
+    ConfigClass = EoIsrConfig
+    _DefaultName = "isr"
+    config: EoIsrConfig
+
+    def default_gains(self, raw: RawCcd) -> dict[str, float]:
+        """Gains used when the caller passes none (per ``gainSource``)."""
+        if self.config.gainSource == "NONE":
+            return {a: 1.0 for a in raw.detector.amp_names}
+        return {a: v.gain for a, v in nominal_amps(raw.detector.name).items()}
+
+    def run_amp(
+        self,
+        amp: RawAmp,
+        *,
+        gain: float = 1.0,
+        dark_time: float = 0.0,
+        bias: np.ndarray | None = None,
+        dark: np.ndarray | None = None,
+        defects: np.ndarray | None = None,
+    ) -> AmpIsrResult:
+        """Process one raw amplifier.
+
+        Parameters
+        ----------
+        amp : `~lsst.eo.baseline.rawdata.RawAmp`
+            Raw amplifier.
+        gain : `float`
+            Gain (e-/adu), used for ``doApplyGains``, dark scaling and the variance.
+        dark_time : `float`
+            DARKTIME of the exposure (s).
+        bias : `numpy.ndarray`, optional
+            Combined bias of this amplifier's data section (adu, readout orientation).
+        dark : `numpy.ndarray`, optional
+            Combined dark of this amplifier's data section (e-/s, readout orientation).
+        defects : `numpy.ndarray` of `bool`, optional
+            Defect mask of the data section (readout orientation).
+
+        Returns
+        -------
+        result : `AmpIsrResult`
+        """
+        cfg = self.config
+        layout = amp.layout
+        work = amp.array.astype(np.float32)
+        serial = parallel = None
+        if cfg.doSerialOverscan:
+            serial = apply_serial_overscan(
+                work,
+                layout,
+                leading=cfg.serialLeadingToSkip,
+                trailing=cfg.serialTrailingToSkip,
+                max_deviation=cfg.serialMaxDeviation,
+                nsig=cfg.serialNSigmaClip,
+            )
+        if cfg.doParallelOverscan:
+            parallel = apply_parallel_overscan(
+                work,
+                layout,
+                leading=cfg.parallelLeadingToSkip,
+                trailing=cfg.parallelTrailingToSkip,
+                max_deviation=cfg.parallelMaxDeviation,
+                saturation=cfg.parallelSaturationLevel,
+            )
+        d = layout.raw.data_bbox
+        image = work[d.y.start : d.y.stop, d.x.start : d.x.stop].copy()
+        if cfg.doBias:
+            if bias is None:
+                raise ValueError(f"doBias is set but no bias was given for amplifier {layout.name}")
+            image -= bias
+        units = "adu"
+        scale = 1.0
+        if cfg.doApplyGains:
+            image *= gain
+            units = "electron"
+        else:
+            scale = 1.0 / gain  # electrons -> image units
+        if cfg.doDark:
+            if dark is None:
+                raise ValueError(f"doDark is set but no dark was given for amplifier {layout.name}")
+            image -= dark * (dark_time * scale)
+        mask = ~np.isfinite(image)
+        if cfg.doDefects and defects is not None:
+            mask |= defects
+        variance = None
+        if cfg.doVariance:
+            read_noise_e = (serial.residual_stdev if serial is not None else 0.0) * gain
+            signal_e = np.clip(image / scale, 0.0, None)
+            variance = (signal_e + read_noise_e**2) * scale**2
+        return AmpIsrResult(
+            layout=layout,
+            corrected=work,
+            image=image,
+            variance=variance,
+            mask=mask,
+            units=units,
+            gain=gain,
+            serial=serial,
+            parallel=parallel,
+        )

@@ -1,0 +1,289 @@
+"""Run the EO analysis of an acquisition run: its pipelines in order, with calibration certification.
+
+A run type (``config/runs/<name>.yaml``) lists steps; each step is a ``pipetask run`` of one pipeline
+on the exposures its ``where`` clause selects.  Combined calibrations a step produces are certified
+(``butler certify-calibrations``) into the run's calibration collection before the next step, as
+cp_pipe's calibration chain does.  Every command is logged so that it can be re-run by hand.
+
+Collections, for run 13600 and the default prefix ``u/eo``:
+
+* ``u/eo/13600/<step>``: output chain of each step;
+* ``LSSTCam/calib/eo/13600``: calibration collection (eoBias, eoDark, ...);
+* ``u/eo/13600``: chain of all of the above, the collection to give to ``butler.get``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RunStep", "StepResult", "load_run_type", "run_analysis", "shell_join"]
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import astropy.time
+import yaml
+from lsst.daf.butler import Butler, CollectionType, MissingCollectionError, MissingDatasetTypeError, Timespan
+from lsst.utils.logging import getLogger
+
+from .paths import config_dir, pipelines_dir
+
+_LOG = getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """One step of a run type.
+
+    Attributes
+    ----------
+    name : `str`
+        Step name (used in collection names).
+    pipeline : `str`
+        Pipeline file (relative to ``pipelines/``, or absolute).
+    where : `str`
+        Exposure selection, ANDed with the instrument, run and detector constraints.
+    certify : `tuple` [`str`]
+        Calibration dataset types to certify after the step.
+    """
+
+    name: str
+    pipeline: str
+    where: str
+    certify: tuple[str, ...] = ()
+
+
+@dataclass
+class StepResult:
+    """What happened to one step.
+
+    Attributes
+    ----------
+    step : `RunStep`
+        The step.
+    status : `str`
+        ``done``, ``partial`` (some outputs not written, e.g. too few exposures), ``skipped`` (no
+        exposure selected), ``failed`` or ``dry-run``.
+    output : `str`
+        Output chained collection.
+    message : `str`
+        Human-readable detail (why skipped or failed).
+    commands : `list` [`str`]
+        Shell commands equivalent to what was run.
+    """
+
+    step: RunStep
+    status: str
+    output: str
+    message: str = ""
+    commands: list[str] = field(default_factory=list)
+
+
+def load_run_type(name_or_path: str) -> tuple[str, list[RunStep]]:
+    """Load a run-type file (name in ``config/runs`` or a path)."""
+    path = name_or_path if os.path.exists(name_or_path) else config_dir("runs", f"{name_or_path}.yaml")
+    if not os.path.exists(path):
+        known = sorted(f[:-5] for f in os.listdir(config_dir("runs")) if f.endswith(".yaml"))
+        raise FileNotFoundError(f"No run type {name_or_path!r}: known run types are {known}")
+    with open(path) as f:
+        spec = yaml.safe_load(f)
+    steps = [
+        RunStep(name=s["name"], pipeline=s["pipeline"], where=s["where"], certify=tuple(s.get("certify", ())))
+        for s in spec["steps"]
+    ]
+    return spec.get("name", os.path.basename(path)[:-5]), steps
+
+
+def _query(run: str, where: str, detectors: list[int] | None) -> str:
+    parts = ["instrument = 'LSSTCam'", f"exposure.science_program = '{run}'", f"({where})"]
+    if detectors:
+        parts.append(f"detector IN ({', '.join(str(d) for d in detectors)})")
+    return " AND ".join(parts)
+
+
+def _tool(name: str) -> str:
+    """Path of a stack command-line tool installed next to this interpreter."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.path.exists(path) else name
+
+
+def _exists(butler: Butler, collection: str) -> bool:
+    """Whether a collection exists."""
+    try:
+        return bool(butler.collections.query(collection))
+    except MissingCollectionError:
+        return False
+
+
+def _pipeline_outputs(pipeline: str) -> list[str]:
+    """Dataset types a pipeline's tasks write (config/log/metadata excluded)."""
+    from lsst.pipe.base import Pipeline
+
+    graph = Pipeline.from_uri(pipeline).to_graph()
+    return [e.parent_dataset_type_name for node in graph.tasks.values() for e in node.outputs.values()]
+
+
+def _produced(butler: Butler, output: str, dataset_types: list[str]) -> dict[str, int]:
+    counts = {}
+    for name in dataset_types:
+        try:
+            counts[name] = len(butler.query_datasets(name, collections=output, limit=None, explain=False))
+        except Exception:  # noqa: BLE001 - a type never registered means nothing was written
+            counts[name] = 0
+    return counts
+
+
+def shell_join(cmd: list[str]) -> str:
+    """Quote a command for a POSIX shell, readably: butler queries keep their single quotes."""
+    parts = []
+    for arg in cmd:
+        if shlex.quote(arg) == arg:
+            parts.append(arg)
+        elif not any(c in arg for c in '"$`\\!'):
+            parts.append(f'"{arg}"')
+        else:
+            parts.append(shlex.quote(arg))
+    return " ".join(parts)
+
+
+def _run_command(cmd: list[str]) -> subprocess.CompletedProcess:
+    _LOG.info("Running: %s", shell_join(cmd))
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _validity(butler: Butler, run: str) -> tuple[astropy.time.Time, astropy.time.Time]:
+    """A validity range covering every exposure of the run, with a day of margin."""
+    records = butler.query_dimension_records(
+        "exposure",
+        where=f"instrument = 'LSSTCam' AND exposure.science_program = '{run}'",
+        limit=None,
+        explain=False,
+    )
+    begins = [r.timespan.begin for r in records if r.timespan is not None]
+    ends = [r.timespan.end for r in records if r.timespan is not None]
+    day = astropy.time.TimeDelta(1.0, format="jd")
+    return min(begins) - day, max(ends) + day
+
+
+def run_analysis(
+    repo: str,
+    run: str,
+    run_type: str = "b_protocol",
+    *,
+    inputs: tuple[str, ...] = ("LSSTCam/raw/all",),
+    output_prefix: str = "u/eo",
+    jobs: int = 1,
+    detectors: list[int] | None = None,
+    steps: list[str] | None = None,
+    dry_run: bool = False,
+) -> list[StepResult]:
+    """Run the steps of a run type on acquisition run ``run``.
+
+    Parameters
+    ----------
+    repo : `str`
+        Butler repository.
+    run : `str`
+        Run number (``exposure.science_program``).
+    run_type : `str`
+        Run-type name in ``config/runs`` or path to one.
+    inputs : `tuple` [`str`]
+        Input collections with the raws.
+    output_prefix : `str`
+        Prefix of the output collections.
+    jobs : `int`
+        ``pipetask -j`` (a process per quantum when > 1).
+    detectors : `list` [`int`], optional
+        Restrict to these detector ids.
+    steps : `list` [`str`], optional
+        Run only these steps (by name).
+    dry_run : `bool`
+        Only log the commands.
+
+    Returns
+    -------
+    results : `list` [`StepResult`]
+        One per step, in order.  Processing stops at the first failed step.
+    """
+    _, all_steps = load_run_type(run_type)
+    calib = f"LSSTCam/calib/eo/{run}"
+    butler = Butler.from_config(repo, writeable=True)
+    results: list[StepResult] = []
+    outputs: list[str] = []
+    for step in all_steps:
+        if steps and step.name not in steps:
+            continue
+        output = f"{output_prefix}/{run}/{step.name}"
+        query = _query(run, step.where, detectors)
+        try:
+            n = len(
+                butler.query_datasets("raw", collections=list(inputs), where=query, limit=None, explain=False)
+            )
+        except (MissingDatasetTypeError, MissingCollectionError):
+            n = 0  # nothing ingested yet
+        if n == 0:
+            msg = f"no exposure matches {query!r}: step {step.name!r} skipped"
+            _LOG.warning(msg)
+            results.append(StepResult(step, "skipped", output, msg))
+            continue
+        collections = list(inputs)
+        if _exists(butler, calib):
+            collections.append(calib)
+        pipeline = step.pipeline if os.path.isabs(step.pipeline) else pipelines_dir(step.pipeline)
+        cmd = [_tool("pipetask"), "run", "--register-dataset-types", "-b", repo, "-i", ",".join(collections),
+               "-o", output, "-p", pipeline, "-d", query, "-j", str(jobs)]  # fmt: skip
+        result = StepResult(step, "dry-run" if dry_run else "done", output, commands=[shell_join(cmd)])
+        results.append(result)
+        if dry_run:
+            _LOG.info("[dry run] %s", shell_join(cmd))
+            continue
+        _LOG.info("Step %s: %d exposure-detector(s) -> %s", step.name, n, output)
+        proc = _run_command(cmd)
+        if proc.returncode != 0:
+            result.status = "failed"
+            result.message = f"pipetask failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            _LOG.error("Step %s failed:\n%s", step.name, proc.stderr[-4000:])
+            break
+        outputs.append(output)
+        butler.registry.refresh()
+        counts = _produced(butler, output, _pipeline_outputs(pipeline))
+        missing = [name for name, n in counts.items() if n == 0]
+        result.message = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        if missing:
+            result.status = "partial"
+            result.message += f" -- nothing written for {', '.join(missing)} (see the pipetask log)"
+            _LOG.warning("Step %s wrote no %s; pipetask log:\n%s", step.name, missing, proc.stderr[-3000:])
+        if step.certify:
+            begin, end = _validity(butler, run)
+            butler.collections.register(calib, CollectionType.CALIBRATION)
+            for dataset_type in step.certify:
+                refs = butler.query_datasets(dataset_type, collections=output, limit=None, explain=False)
+                if refs:
+                    butler.registry.certify(calib, refs, Timespan(begin, end))
+                    _LOG.info("Certified %d %s into %s", len(refs), dataset_type, calib)
+            result.commands.append(
+                shell_join(
+                    [
+                        _tool("butler"),
+                        "certify-calibrations",
+                        "--begin-date",
+                        begin.isot,
+                        "--end-date",
+                        end.isot,
+                        repo,
+                        output,
+                        calib,
+                        *step.certify,
+                    ]
+                )  # fmt: skip
+            )
+    if outputs and not dry_run:
+        umbrella = f"{output_prefix}/{run}"
+        butler.collections.register(umbrella, CollectionType.CHAINED)
+        chain = list(reversed(outputs))
+        if _exists(butler, calib):
+            chain.append(calib)
+        butler.collections.redefine_chain(umbrella, chain)
+        _LOG.info("Outputs of run %s: collection %s", run, umbrella)
+    return results
