@@ -83,7 +83,7 @@ def test_dry_run_prints_commands(analysed):
     proc = subprocess.run([EO, "run", repo, "--run", "13600", "--dry-run", "--steps", "bias"],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "pipetask run" in proc.stdout and "bProtocolBias.yaml" in proc.stdout
+    assert "pipetask run" in proc.stdout and "bProtocol.yaml#bias" in proc.stdout
     assert "exposure.observation_type = 'bias'" in proc.stdout
 
 

@@ -4,8 +4,7 @@ Per exposure and amplifier (adu):
 
 * ``level_adu``: 3-sigma clipped mean of the raw serial overscan (data rows, 3 leading and trailing
   columns skipped) -- the bias level itself, whose changes are the instability;
-* ``level_median_adu``: plain median of the same pixels;
-* ``image_level_adu``: clipped mean of the raw imaging area;
+* ``level_median_adu``: median of the same pixels;
 * ``residual_mean_adu``/``residual_stdev_adu``: clipped mean and stdev of the imaging area after
   serial and parallel overscan correction (what an overscan-corrected bias frame leaves);
 * ``row_structure_adu``/``column_structure_adu``: clipped stdev of the row means / column means of
@@ -147,17 +146,14 @@ class EoBiasStabilityTask(PipelineTask):
         overscan = serial_overscan_fit_region(
             raw_amp, cfg.isr.serialLeadingToSkip, cfg.isr.serialTrailingToSkip
         )
-        level = clipped_stats(overscan, nsig).mean
-        level_median = float(np.median(overscan))
-        image_level = clipped_stats(raw_amp.data, nsig).mean
-        isr = self.isr.run_amp(raw_amp)
-        img = isr.image
+        level = clipped_stats(overscan, nsig)
+        img = self.isr.run_amp(raw_amp).image
         resid = clipped_stats(img, nsig)
-        rows = clipped_stats(img.mean(axis=1), nsig).stdev
-        cols = clipped_stats(img.mean(axis=0), nsig).stdev
+        rows = clipped_stats(img.mean(axis=1, dtype=np.float64), nsig).stdev
+        cols = clipped_stats(img.mean(axis=0, dtype=np.float64), nsig).stdev
         c = cfg.cornerSize
-        corner = float(np.mean(img[:c, :c]))
-        return (exposure["exposure"], exposure["mjd"], raw_amp.name, level, level_median, image_level,
+        corner = float(np.mean(img[:c, :c], dtype=np.float64))
+        return (exposure["exposure"], exposure["mjd"], raw_amp.name, level.mean, level.median,
                 resid.mean, resid.stdev, rows, cols, corner)  # fmt: skip
 
     def run(self, raws: Sequence[Any], detector: DetectorInfo) -> Struct:
@@ -199,7 +195,6 @@ class EoBiasStabilityTask(PipelineTask):
                 "amp",
                 "level_adu",
                 "level_median_adu",
-                "image_level_adu",
                 "residual_mean_adu",
                 "residual_stdev_adu",
                 "row_structure_adu",

@@ -71,7 +71,10 @@ def make_calib_image(
     bad = (n_used == 0) | ~np.isfinite(image)
     mask = Mask(0, schema=CALIB_MASK_SCHEMA, shape=image.shape)
     mask.set("BAD", bad)
-    image = np.where(bad, np.float32(np.nanmedian(image)) if np.isfinite(image).any() else 0.0, image)
+    if bad.any():
+        # cp_pipe fills pixels without valid input with the image median (and flags them BAD).
+        good = image[~bad]
+        image = np.where(bad, np.float32(np.median(good)) if good.size else np.float32(0.0), image)
     return MaskedImage(
         Image(image.astype(np.float32)),
         mask=mask,

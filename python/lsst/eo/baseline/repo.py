@@ -19,6 +19,7 @@ from lsst.daf.butler import Butler, Config
 from lsst.utils.logging import getLogger
 
 from .instrument import LsstCam
+from .paths import source_root
 
 _LOG = getLogger(__name__)
 
@@ -110,7 +111,11 @@ def install_hooks(target: str | None = None) -> list[str]:
     module_path = os.path.join(target, "eo_baseline_startup.py")
     pth_path = os.path.join(target, "eo_baseline_startup.pth")
     with open(module_path, "w") as f:
-        f.write(template.replace("@CONFIG_DIR@", butler_config_dir()))
+        try:
+            source = source_root()
+        except FileNotFoundError:
+            source = ""  # installed without its source tree: pipelines are not available
+        f.write(template.replace("@CONFIG_DIR@", butler_config_dir()).replace("@SOURCE_DIR@", source))
     with open(pth_path, "w") as f:
         f.write("import eo_baseline_startup\n")
     return [module_path, pth_path]

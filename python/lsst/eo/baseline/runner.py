@@ -254,6 +254,10 @@ def run_analysis(
             result.status = "partial"
             result.message += f" -- nothing written for {', '.join(missing)} (see the pipetask log)"
             _LOG.warning("Step %s wrote no %s; pipetask log:\n%s", step.name, missing, proc.stderr[-3000:])
+            lost = [name for name in step.certify if name in missing]
+            if lost:
+                _LOG.warning("Calibration(s) %s of step %s were not produced: later steps needing them will "
+                             "fail or be skipped", lost, step.name)  # fmt: skip
         if step.certify:
             begin, end = _validity(butler, run)
             butler.collections.register(calib, CollectionType.CALIBRATION)

@@ -13,13 +13,18 @@ from .tasks import run_task_benchmark
 
 
 def main() -> None:
+    """Run the simulator and task benchmarks and write their figures to one JSON file."""
     parser = argparse.ArgumentParser(description="Run the eo_baseline benchmarks.")
     parser.add_argument("--out", default="bench/results.json", help="JSON output file.")
     args = parser.parse_args()
     started = time.time()
     results = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
         "simulator": run_simulator_benchmark(),
         "tasks": run_task_benchmark(),
     }

@@ -28,6 +28,7 @@ from ..calibCombine import EoBiasTask, EoDarkTask
 from ..camera import get_camera
 from ..cti import EoCtiTask
 from ..overscan import EoOverscanTask
+from ..ptcExtract import EoPtcExtractTask
 from ..rawio import read_raw
 from ..readNoise import EoReadNoiseTask
 from ..simulator import load_truth, simulate
@@ -59,6 +60,27 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return _cpu() - start, result
 
 
+def _time_tasks(handles: dict[str, list[RawFileHandle]], det: Any) -> list[tuple[str, float, int]]:
+    """CPU seconds of every task on one detector's biases ("b"), darks ("d") and flats ("f")."""
+    b, d, f = handles["b"], handles["d"], handles["f"]
+    t, bias = _timed(lambda: EoBiasTask().run(b, det).bias)
+    out = [("eoBias", t, len(b))]
+    runs = {
+        "eoOverscan": (lambda: [EoOverscanTask().run(h.get()) for h in b], len(b)),
+        "eoReadNoise": (lambda: EoReadNoiseTask().run(b, det), len(b)),
+        "eoBiasStability": (lambda: EoBiasStabilityTask().run(b, det), len(b)),
+        "eoDark": (lambda: EoDarkTask().run(d, det, bias=bias), len(d)),
+        "eoCti": (lambda: EoCtiTask().run(f, det, bias=bias), len(f)),
+        "eoPtcExtract": (
+            lambda: [EoPtcExtractTask().run(f[i : i + 2], det) for i in range(0, len(f) - 1, 2)],
+            len(f),
+        ),
+    }
+    for name, (fn, n) in runs.items():
+        out.append((name, _timed(fn)[0], n))
+    return out
+
+
 def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R01_S01") -> dict[str, Any]:
     """Measure every bias/dark/flat task against the read floor.
 
@@ -88,7 +110,9 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
         def files(det_name: str, imgtype: str) -> list[str]:
             ids = {int(e) for e in truth.exposures[truth.exposures["imgtype"] == imgtype]["exposure_id"]}
             rows = [r for r in truth.files if r["det_name"] == det_name and int(r["exposure_id"]) in ids]
-            return [os.path.join(raw_dir, r["path"]) for r in sorted(rows, key=lambda r: int(r["exposure_id"]))]
+            return [
+                os.path.join(raw_dir, r["path"]) for r in sorted(rows, key=lambda r: int(r["exposure_id"]))
+            ]
 
         per_task: dict[str, list[tuple[float, int]]] = {}
         floor: list[float] = []
@@ -97,18 +121,11 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
             biases, darks, flats = files(det_name, "BIAS"), files(det_name, "DARK"), files(det_name, "FLAT")
             for path in biases + darks + flats:
                 floor.append(_timed(lambda p=path: read_raw(p))[0])
-            handles = {k: [RawFileHandle(p) for p in v] for k, v in (("b", biases), ("d", darks), ("f", flats))}
-            t, bias = _timed(lambda: EoBiasTask().run(handles["b"], det).bias)
-            per_task.setdefault("eoBias", []).append((t, len(biases)))
-            runs = {
-                "eoOverscan": (lambda: [EoOverscanTask().run(h.get()) for h in handles["b"]], len(biases)),
-                "eoReadNoise": (lambda: EoReadNoiseTask().run(handles["b"], det), len(biases)),
-                "eoBiasStability": (lambda: EoBiasStabilityTask().run(handles["b"], det), len(biases)),
-                "eoDark": (lambda: EoDarkTask().run(handles["d"], det, bias=bias), len(darks)),
-                "eoCti": (lambda: EoCtiTask().run(handles["f"], det, bias=bias), len(flats)),
+            handles = {
+                k: [RawFileHandle(p) for p in v] for k, v in (("b", biases), ("d", darks), ("f", flats))
             }
-            for name, (fn, n) in runs.items():
-                per_task.setdefault(name, []).append((_timed(fn)[0], n))
+            for name, seconds, n in _time_tasks(handles, det):
+                per_task.setdefault(name, []).append((seconds, n))
     floor_s = sum(floor) / len(floor)
     tasks = {}
     for name, values in per_task.items():

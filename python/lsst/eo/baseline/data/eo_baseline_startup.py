@@ -4,7 +4,8 @@ It must stay tiny and import nothing heavy: it runs in every Python process of t
 (pipetask, bps, parsl workers, notebooks).
 
 1. Makes eo_baseline's butler configuration (storage classes, formatters) visible to every butler
-   by adding its directory to DAF_BUTLER_CONFIG_PATH.
+   by adding its directory to DAF_BUTLER_CONFIG_PATH, and sets EO_BASELINE_DIR (the source tree,
+   as eups would) so that pipeline files can import each other with $EO_BASELINE_DIR/pipelines/.
 2. Works around CPython gh-127847 (fixed in 3.12.9 / 3.13.2): ``zipfile._SharedFile.seek`` with
    SEEK_CUR seeks relative to the shared file position instead of the handle's own, which corrupts
    random-access reads of BPS quantum-graph files when two members are open at once.
@@ -14,6 +15,7 @@ import os
 import sys
 
 _CONFIG_DIR = "@CONFIG_DIR@"
+_SOURCE_DIR = "@SOURCE_DIR@"
 
 
 def _add_butler_config_path() -> None:
@@ -55,5 +57,7 @@ def _patch_zipfile() -> None:
 
 
 _add_butler_config_path()
+if _SOURCE_DIR and os.path.isdir(_SOURCE_DIR):
+    os.environ.setdefault("EO_BASELINE_DIR", _SOURCE_DIR)
 if _zipfile_needs_fix():
     _patch_zipfile()

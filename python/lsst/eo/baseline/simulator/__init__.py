@@ -11,7 +11,7 @@ See ``doc/simulator.rst`` for the plans, the truth model's equations and the fil
 
 from .model import covariance_model, exp_model_c00, simulate_amp
 from .plans import ExposureSpec, Plan, PlanError, list_plans, load_plan
-from .run import SIMULATOR_VERSION, Simulation, simulate
+from .run import SIMULATOR_VERSION, SimulatedRawHandle, Simulation, simulate
 from .truth import (
     AmpTruth,
     Defect,
@@ -34,6 +34,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "Simulation",
+    "SimulatedRawHandle",
     "SimulationTruth",
     "covariance_model",
     "draw_detector_truth",

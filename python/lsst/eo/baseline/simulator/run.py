@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 import yaml
 from astropy.table import Table
+from lsst.images import Image
 from lsst.utils.logging import getLogger
 
 from ..camera import DetectorInfo, get_camera
+from ..rawdata import RawAmp, RawCcd
 from ..rawio import write_raw
 from ..version import __version__
 from .headers import primary_header, segment_headers
@@ -185,6 +187,10 @@ class Simulation:
         return simulate_ccd_arrays(
             self.detector_truth(det), self.exposures[index], self.states(det)[index], amps
         )
+
+    def raw_handle(self, det: str, index: int) -> SimulatedRawHandle:
+        """A butler-handle stand-in that simulates exposure ``index`` of ``det`` on demand."""
+        return SimulatedRawHandle(self, det, index)
 
     def raw_path(self, out_dir: str, det_name: str, index: int) -> str:
         """Output path of one raw file."""
@@ -399,3 +405,49 @@ def simulate(
     """
     sim = Simulation(plan, detectors, run=run, seed=seed, max_exposures=max_exposures)
     return sim.run_all(out_dir, jobs=jobs)
+
+
+class SimulatedRawHandle:
+    """Stand-in for a deferred butler handle of a raw, simulated in memory when read.
+
+    ``get(parameters={"amps": [...]})`` simulates only those amplifiers (the pixels are identical
+    to the same amplifiers of the written file), so tasks' ``run`` methods can be exercised on
+    long plans for a few amplifiers without writing files.
+
+    Parameters
+    ----------
+    sim : `Simulation`
+        The simulation.
+    det : `str`
+        Detector name.
+    index : `int`
+        Exposure index in the plan.
+    """
+
+    def __init__(self, sim: Simulation, det: str, index: int):
+        self.sim = sim
+        self.det = det
+        self.index = index
+        self.dataId = {"exposure": sim.exposures[index].exposure_id, "detector": get_camera()[det].id}
+
+    def _header(self) -> dict:
+        truth = self.sim.detector_truth(self.det)
+        return primary_header(
+            truth.detector, self.sim.exposures[self.index], self.sim.exposure_truths[self.index],
+            self.sim.run, truth.lsst_num,
+        )  # fmt: skip
+
+    def get(self, *, component: str | None = None, parameters: dict | None = None) -> RawCcd | dict:
+        """The simulated raw (or its header for ``component="header"``)."""
+        header = self._header()
+        if component == "header":
+            return header
+        det = get_camera()[self.det]
+        amps = (parameters or {}).get("amps") or det.amp_names
+        arrays = self.sim.simulate_exposure(self.det, self.index, amps=amps)
+        raw_amps = {
+            lay.name: RawAmp(layout=lay, image=Image(arrays[lay.name], yx0=(0, 0)), header={})
+            for lay in det.ccd_type.amps
+            if lay.name in arrays
+        }
+        return RawCcd(header=header, detector=det, amps=raw_amps, path=None)

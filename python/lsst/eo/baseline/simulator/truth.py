@@ -53,7 +53,7 @@ from ..camera import AmpLayout, DetectorInfo, get_camera
 from ..paths import package_data
 from .plans import LEDS, ExposureSpec
 
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 """Version of the truth model's equations (doc/simulator.rst); bumped when they change."""
 
 A_MATRIX_SIZE = 8
@@ -236,6 +236,11 @@ class AmpTruth:
     ptc_turnoff_adu : `float`
         Derived: ``full_well / gain``, the mean of a (linearity-corrected) flat whose mean pixel
         charge equals the full well.
+    ptc_turnoff_onset_adu : `float`
+        Derived: mean (adu) of a linearity-corrected flat at which 1% of the pixels reach the full
+        well, given the amplifier's response spread (gradient, divisadero, PRNU) and the shot noise
+        at full well.  This is where the measured PTC turns off; it sits ~1% below
+        ``ptc_turnoff_adu``.
     ptc_turnoff_unlinearized_adu : `float`
         Derived, informative: raw mean signal, adu, where the output non-linearity alone lowers the
         variance of an uncorrected PTC by 2% (``(dS_out/dS)^2 = 0.98``).
@@ -288,6 +293,7 @@ class AmpTruth:
     linearity_turnoff_adu: float
     ptc_turnoff_adu: float
     ptc_turnoff_unlinearized_adu: float
+    ptc_turnoff_onset_adu: float
     a00: float
     a01: float
     a10: float
@@ -523,6 +529,41 @@ def _derived_turnoffs(amp: AmpTruth, ratio: float) -> None:
     amp.ptc_turnoff_unlinearized_adu = float(s * (1.0 - beta * (s / amp.full_well) ** p) / amp.gain)
 
 
+def _saturation_onset_adu(
+    det: DetectorInfo, amp: AmpTruth, gradient: tuple[float, float, float], seed: int, k: int
+) -> float:
+    """Mean signal (adu) at which 1% of the pixels of a flat reach the full well.
+
+    The pixel charge is ``mu * response * (1 + shot)``: the response map's large-scale part
+    (gradient renormalised per amplifier, divisadero) is evaluated on a grid every 4 pixels, its
+    pixel non-uniformity (red LED) and the shot noise at full well are drawn as Gaussians with a
+    fixed stream; the 99th percentile q of the relative charge gives ``full_well / (gain q)``.
+    """
+    ccd = det.ccd_type
+    layout = ccd.amp(amp.amp)
+    d = layout.raw.data_bbox
+    ny, nx = d.y.stop - d.y.start, d.x.stop - d.x.start
+    det_ny, det_nx = ccd.shape
+    dx = np.arange(0, nx, 4)
+    dy = np.arange(0, ny, 4)
+    b = layout.bbox
+    x_det = b.x.start + (nx - 1 - dx if layout.flip_x else dx)
+    y_det = b.y.start + (ny - 1 - dy if layout.flip_y else dy)
+    u = (x_det + 0.5) / det_nx * 2.0 - 1.0
+    v = (y_det + 0.5) / det_ny * 2.0 - 1.0
+    gx, gy, gr = gradient
+    grad = 1.0 + gx * u[None, :] + gy * v[:, None] + gr * (u[None, :] ** 2 + v[:, None] ** 2)
+    grad /= grad.mean()
+    w = amp.divisadero_width
+    div = (1.0 + amp.divisadero_left * np.exp(-(x_det - b.x.start) / w)
+           + amp.divisadero_right * np.exp(-(b.x.stop - 1 - x_det) / w))  # fmt: skip
+    response = grad * div[None, :]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, det.id, 7, k]))
+    sigma = math.hypot(amp.prnu_rms, 1.0 / math.sqrt(amp.full_well))
+    charge = response * (1.0 + sigma * rng.standard_normal(response.shape))
+    return float(amp.full_well / (amp.gain * np.percentile(charge, 99.0)))
+
+
 def _raw_to_det(layout: AmpLayout, x_raw: int, y_raw: int) -> tuple[int, int]:
     """Map a raw data pixel to the trimmed, assembled detector."""
     data = layout.raw.data_bbox
@@ -701,6 +742,7 @@ def _draw_detector_truth_cached(det_name: str, seed: int) -> DetectorTruth:
             linearity_turnoff_adu=0.0,
             ptc_turnoff_adu=0.0,
             ptc_turnoff_unlinearized_adu=0.0,
+            ptc_turnoff_onset_adu=0.0,
             a00=a00,
             a01=a01,
             a10=a10,
@@ -723,6 +765,8 @@ def _draw_detector_truth_cached(det_name: str, seed: int) -> DetectorTruth:
         _derived_turnoffs(amp, ratio)
         amps.append(amp)
     _fix_divisadero(det, amps)
+    for k, amp in enumerate(amps):
+        amp.ptc_turnoff_onset_adu = _saturation_onset_adu(det, amp, gradient, seed, k)
     defects = _draw_defects(rng, det, vm, amp_names)
     return DetectorTruth(
         det_name=det.name,

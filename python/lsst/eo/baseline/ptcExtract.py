@@ -1,0 +1,279 @@
+"""PTC extraction: one quantum per detector and flat pair, measuring every amplifier.
+
+Flats are matched into pairs at quantum-graph generation (`EoPtcExtractConnections.adjust_all_quanta`,
+cp_pipe's approach): the quantum of the first exposure of a pair receives the second exposure's raw
+as well, the second exposure's quantum is dropped, and unpaired flats produce nothing.  Each pair
+quantum runs the ISR (serial overscan, optional bias; adu -- see `EoPtcExtractConfig.setDefaults`) and
+`lsst.eo.baseline.covariance.measure_pair` on every amplifier, and writes ``eoPtcPair``: one row per
+amplifier with the pair's mean, variance, covariances, per-pair gain, row-means variance, read
+noise and EPER.  `lsst.eo.baseline.ptcSolve.EoPtcSolveTask` gathers the pairs of a detector.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EoPtcExtractConfig", "EoPtcExtractConnections", "EoPtcExtractTask", "pair_table"]
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from lsst.pex.config import ChoiceField, ConfigurableField, Field, ListField
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import connectionTypes as cT
+
+from .ampStream import amp_groups, exposure_id_of, read_amp_group
+from .biasStability import exposure_mjd
+from .calibCombine import amp_views
+from .camera import DetectorInfo, get_camera
+from .covariance import measure_pair
+from .cti import eper
+from .isrTask import EoIsrTask
+from .pairing import pair_exposures
+
+
+class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector")):
+    """Connections of `EoPtcExtractTask`; quanta are paired in `adjust_all_quanta`."""
+
+    raws = cT.Input(
+        name="raw",
+        doc="The two raw flats of a pair (one per quantum before pairing).",
+        storageClass="EoRawCcd",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+        deferLoad=True,
+    )
+    bias = cT.PrerequisiteInput(
+        name="eoBias",
+        doc="Certified combined bias (adu), if isr.doBias.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+    pair = cT.Output(
+        name="eoPtcPair",
+        doc="PTC measurements of one flat pair, one row per amplifier (keyed by the first exposure).",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if config is not None and not config.isr.doBias:
+            del self.bias
+
+    def adjust_all_quanta(self, adjuster) -> None:
+        """Merge the quanta of the two exposures of each flat pair; drop unpaired flats."""
+        by_detector: dict[int, list] = defaultdict(list)
+        data_ids = {}
+        for data_id in adjuster.iter_data_ids():
+            expanded = adjuster.expand_quantum_data_id(data_id)
+            record = expanded.records["exposure"]
+            key = record.exposure_time if self.config.matchExposuresType == "TIME" else 0.0
+            by_detector[data_id["detector"]].append((data_id["exposure"], key))
+            data_ids[(data_id["detector"], data_id["exposure"])] = data_id
+        for detector, exposures in by_detector.items():
+            pairs, unpaired = pair_exposures(exposures, mode=self.config.matchExposuresType)
+            for first, second in pairs:
+                target = data_ids[(detector, first)]
+                for raw_id in adjuster.get_inputs(data_ids[(detector, second)])["raws"]:
+                    adjuster.add_input(target, "raws", raw_id)
+                adjuster.remove_quantum(data_ids[(detector, second)])
+            for exposure in unpaired:
+                adjuster.remove_quantum(data_ids[(detector, exposure)])
+
+    def getTemporalBoundsConnections(self):
+        return ("raws",)
+
+
+class EoPtcExtractConfig(PipelineTaskConfig, pipelineConnections=EoPtcExtractConnections):
+    """Configuration of `EoPtcExtractTask`."""
+
+    isr = ConfigurableField(target=EoIsrTask, doc="ISR of each flat (overscan; optional bias).")
+    matchExposuresType = ChoiceField[str](
+        doc="How flats are paired.",
+        allowed={"TIME": "consecutive flats of equal exposure time", "EXPID": "exposures 2k, 2k+1"},
+        default="TIME",
+    )
+    maximumRangeCovariances = Field[int](doc="Covariance lags per axis (lags 0 .. n-1).", default=8)
+    nSigmaClip = Field[float](doc="Clipping threshold of the pair statistics (cp_pipe 5.5).", default=5.5)
+    numEdgeSuspect = Field[int](doc="Pixels ignored at each amplifier edge (cp_pipe 20).", default=20)
+    minNumberGoodPixelsForCovariance = Field[int](doc="Fewest pixels for a valid point.", default=10000)
+    eperPixels = Field[int](doc="Overscan columns/rows summed for the per-pair EPER.", default=2)
+    ampsPerRead = Field[int](doc="Amplifiers read from both raws at once.", default=8)
+    amps = ListField[str](doc="Amplifiers to measure (empty: all).", default=[])
+
+    def setDefaults(self):
+        super().setDefaults()
+        # Fixed column structure cancels in the pair difference; the parallel-overscan correction
+        # would only add the noise of its per-column medians (~4% of the read-noise variance).
+        self.isr.doParallelOverscan = False
+
+
+def pair_table(rows: list[dict[str, Any]], max_lag: int) -> Table:
+    """Build the ``eoPtcPair`` table from per-amplifier row dicts (fixes column order and units)."""
+    names = [
+        "amp",
+        "exposure_1",
+        "exposure_2",
+        "exptime_s",
+        "mjd_start",
+        "photo_charge",
+        "photo_charge_delta",
+        "raw_mean_adu",
+        "raw_delta_adu",
+        "raw_var_adu2",
+        "row_mean_variance_adu2",
+        "row_mean_n_cols",
+        "covariances_adu2",
+        "covariance_sqrt_weights",
+        "n_pixels",
+        "gain_e_per_adu",
+        "noise_adu",
+        "overscan_median_adu",
+        "serial_eper",
+        "parallel_eper",
+        "valid",
+        "reason",
+    ]
+    if not rows:
+        return Table(names=names)
+    table = Table({name: [r[name] for r in rows] for name in names})
+    units = {
+        "exptime_s": "s",
+        "raw_mean_adu": "adu",
+        "raw_delta_adu": "adu",
+        "raw_var_adu2": "adu2",
+        "row_mean_variance_adu2": "adu2",
+        "covariances_adu2": "adu2",
+        "noise_adu": "adu",
+        "overscan_median_adu": "adu",
+        "gain_e_per_adu": "electron/adu",
+        "mjd_start": "d",
+    }
+    for name, unit in units.items():
+        table[name].unit = unit
+    table.meta["MAX_LAG"] = max_lag
+    return table
+
+
+class EoPtcExtractTask(PipelineTask):
+    """Measure one flat pair on every amplifier of a detector."""
+
+    ConfigClass = EoPtcExtractConfig
+    _DefaultName = "eoPtcExtract"
+    config: EoPtcExtractConfig
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.makeSubtask("isr")
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        # Docstring inherited.
+        handles = sorted(butlerQC.get(inputRefs.raws), key=lambda h: h.dataId["exposure"])
+        if len(handles) != 2:
+            raise NoWorkFound(f"Expected a pair of flats, got {len(handles)} exposure(s)")
+        bias = butlerQC.get(inputRefs.bias) if self.config.isr.doBias else None
+        detector = get_camera()[outputRefs.pair.dataId["detector"]]
+        butlerQC.put(self.run(handles, detector, bias=bias), outputRefs)
+
+    def run(self, raws: Sequence[Any], detector: DetectorInfo, bias: Any = None) -> Struct:
+        """Measure a flat pair.
+
+        Parameters
+        ----------
+        raws : sequence
+            Handles of the two raw flats, first exposure first.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            Detector.
+        bias : `lsst.images.MaskedImage`, optional
+            Combined bias (if ``isr.doBias``).
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``pair``: `astropy.table.Table`, one row per amplifier.
+        """
+        cfg = self.config
+        bias_amps = amp_views(bias, detector)
+        rows: list[dict[str, Any]] = []
+        amp_names = [a for a in detector.amp_names if not cfg.amps or a in cfg.amps]
+        for group in amp_groups(amp_names, cfg.ampsPerRead):
+            first, second = read_amp_group(raws, group)
+            ids = [exposure_id_of(h, r) for h, r in zip(raws, (first, second), strict=True)]
+            exptime = first.exposure_time
+            flux = [r.header.get("CCOBFLUX") for r in (first, second)]
+            charges = [
+                f * r.exposure_time if isinstance(f, (int, float)) else np.nan
+                for f, r in zip(flux, (first, second), strict=True)
+            ]
+            for amp in group:
+                isr = [
+                    self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
+                    for r in (first, second)
+                ]
+                rn = tuple(i.read_noise_adu for i in isr)
+                m = measure_pair(
+                    isr[0].image,
+                    isr[1].image,
+                    isr[0].mask | isr[1].mask,
+                    nsig=cfg.nSigmaClip,
+                    max_lag=cfg.maximumRangeCovariances,
+                    edge=cfg.numEdgeSuspect,
+                    min_pixels=cfg.minNumberGoodPixelsForCovariance,
+                    read_noise_adu=rn,
+                )
+                epers = [eper(i.corrected, i.layout, cfg.eperPixels) for i in isr]
+                rows.append(
+                    {
+                        "amp": amp,
+                        "exposure_1": ids[0],
+                        "exposure_2": ids[1],
+                        "exptime_s": exptime,
+                        "mjd_start": min(exposure_mjd(first.header), exposure_mjd(second.header)),
+                        "photo_charge": float(np.mean(charges)),
+                        "photo_charge_delta": float(charges[1] - charges[0]),
+                        "raw_mean_adu": m.raw_mean,
+                        "raw_delta_adu": m.raw_delta,
+                        "raw_var_adu2": m.raw_var,
+                        "row_mean_variance_adu2": m.row_mean_variance,
+                        "row_mean_n_cols": m.row_mean_n_cols,
+                        "covariances_adu2": _square(m.covariances, cfg.maximumRangeCovariances),
+                        "covariance_sqrt_weights": _square(
+                            m.covariance_sqrt_weights, cfg.maximumRangeCovariances
+                        ),
+                        "n_pixels": m.n_pixels,
+                        "gain_e_per_adu": m.gain,
+                        "noise_adu": m.noise,
+                        "overscan_median_adu": float(
+                            np.mean([i.serial.median for i in isr if i.serial is not None])
+                        ),
+                        "serial_eper": float(np.mean([e["serial_eper"] for e in epers])),
+                        "parallel_eper": float(np.mean([e["parallel_eper"] for e in epers])),
+                        "valid": m.valid,
+                        "reason": m.reason,
+                    }
+                )
+        order = {a: i for i, a in enumerate(detector.amp_names)}
+        rows.sort(key=lambda r: order[r["amp"]])
+        table = pair_table(rows, cfg.maximumRangeCovariances)
+        table.meta.update({"DETECTOR": detector.id, "DET_NAME": detector.name})
+        n_bad = sum(not r["valid"] for r in rows)
+        self.log.info(
+            "%s pair %d/%d: mean %.0f adu, %d amp(s) failed",
+            detector.name,
+            rows[0]["exposure_1"],
+            rows[0]["exposure_2"],
+            float(np.nanmedian([r["raw_mean_adu"] for r in rows])),
+            n_bad,
+        )
+        return Struct(pair=table)
+
+
+def _square(values: np.ndarray, side: int) -> np.ndarray:
+    """A ``side x side`` array (NaN-filled if the measurement failed before computing it)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (side, side):
+        return np.full((side, side), np.nan)
+    return arr

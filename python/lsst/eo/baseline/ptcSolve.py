@@ -1,0 +1,391 @@
+"""PTC solve: gather a detector's flat pairs and fit the photon transfer curve of every amplifier.
+
+Inputs are the ``eoPtcPair`` tables of `lsst.eo.baseline.ptcExtract`; the fit is
+`lsst.eo.baseline.ptc.fit_ptc_amp` (cp_pipe's EXPAPPROXIMATION / FULLCOVARIANCE solver with its
+outlier rejection, turnoff and optional roll-off).  Outputs:
+
+* ``eoPtc`` (`~lsst.eo.baseline.ptcDataset.EoPtcDataset`, a calibration): every pair's means,
+  variances, covariances, masks and the fit, in cp_pipe's ``PhotonTransferCurveDataset`` layout;
+* ``eoPtcSummary``: one row per amplifier with gain, noise, a00, turnoff, maximum signal.
+
+Linearity: cp_pipe's PTC ISR applies a linearizer measured beforehand (its "linearizer PTC"
+chain).  Here a linearizer is fitted to the same pairs' mean signal versus photodiode charge
+(`lsst.eo.baseline.linearity.fit_linearizer`) and applied to the pair statistics: means through
+the linearizer, variances and covariances times the square of its derivative (first order in the
+pixel spread of a flat, which is < 1%).  This needs the photodiode charge (CCOBFLUX x EXPTIME):
+against exposure time the source's flux jitter hides the non-linearity and no linearization is
+done.  Without it the PTC turns off where the non-linearity, not saturation, bends the variance.
+
+Read noise: the fitted PTC intercept contains the variance that the per-row serial-overscan
+subtraction adds to every pixel (the variance of a median of n overscan pixels, pi/2 sigma^2 / n,
+~3% for n = 48); ``ptc_noise_e`` of the summary has it removed, using each pair's measured
+overscan noise, while ``eoPtc``'s ``NOISE`` keeps cp_pipe's value.
+
+Deliberate deviation from cp_pipe: cp_pipe corrects deferred charge pixel by pixel in its PTC ISR
+with a separately calibrated CTI model.  Here the first-order effect of CTI on the pair statistics
+is removed analytically with the EPER measured on the same pairs: a charge transfer inefficiency
+eps over N transfers moves a fraction N eps of each pixel's charge into the next pixel, which lowers
+the pixel variance by ``2 <N> eps`` and adds ``<N> eps`` of it to the nearest-neighbour covariance
+along the transfer direction (``<N>`` averaged over the imaging area).  Without it an amplifier with
+serial CTI of 2e-5 would have its gain biased by ~1%.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EoPtcSolveConfig",
+    "EoPtcSolveConnections",
+    "EoPtcSolveTask",
+    "correct_cti",
+    "gather_pairs",
+]
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from astropy.table import Table, vstack
+from lsst.pex.config import ChoiceField, Field
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import connectionTypes as cT
+
+from .camera import DetectorInfo, get_camera
+from .linearity import fit_linearizer
+from .ptc import fit_ptc_amp
+from .ptcDataset import EoPtcDataset
+
+
+def gather_pairs(tables: Sequence[Table]) -> Table:
+    """Stack ``eoPtcPair`` tables, sorted by amplifier then pair mean."""
+    good = [t for t in tables if len(t)]
+    if not good:
+        return Table()
+    table = vstack(good, metadata_conflicts="silent")
+    table.sort(["amp", "raw_mean_adu"])
+    return table
+
+
+def correct_cti(
+    var: np.ndarray,
+    cov: np.ndarray,
+    serial_cti: float,
+    parallel_cti: float,
+    mean_serial_transfers: float,
+    mean_parallel_transfers: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the first-order effect of CTI from pair variances and covariances.
+
+    Parameters
+    ----------
+    var : `numpy.ndarray`
+        (N,) variances (adu^2).
+    cov : `numpy.ndarray`
+        (N, R, R) covariances [pair, dx (serial), dy (parallel)] (adu^2); ``cov[:, 0, 0]`` is the
+        variance.
+    serial_cti, parallel_cti : `float`
+        Charge transfer inefficiency per transfer (NaN or negative: no correction).
+    mean_serial_transfers, mean_parallel_transfers : `float`
+        Average number of transfers of the measured pixels.
+
+    Returns
+    -------
+    var, cov : `numpy.ndarray`
+        Corrected copies.
+    """
+    a_s = mean_serial_transfers * serial_cti if np.isfinite(serial_cti) and serial_cti > 0 else 0.0
+    a_p = mean_parallel_transfers * parallel_cti if np.isfinite(parallel_cti) and parallel_cti > 0 else 0.0
+    scale = 1.0 / (1.0 - 2.0 * (a_s + a_p))
+    var_c = np.asarray(var, dtype=np.float64) * scale
+    cov_c = np.array(cov, dtype=np.float64)
+    if cov_c.ndim == 3 and cov_c.shape[1] > 1:
+        cov_c[:, 0, 0] *= scale
+        cov_c[:, 1, 0] -= a_s * cov_c[:, 0, 0]
+        cov_c[:, 0, 1] -= a_p * cov_c[:, 0, 0]
+    return var_c, cov_c
+
+
+class EoPtcSolveConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Connections of `EoPtcSolveTask`."""
+
+    pairs = cT.Input(
+        name="eoPtcPair",
+        doc="Per-pair PTC measurements of the detector.",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+    )
+    ptc = cT.Output(
+        name="eoPtc",
+        doc="Photon transfer curves and fits (cp_pipe PhotonTransferCurveDataset layout).",
+        storageClass="EoPtcDataset",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+    summary = cT.Output(
+        name="eoPtcSummary",
+        doc="PTC gain, noise, a00, turnoff and maximum signal per amplifier.",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "detector"),
+    )
+
+
+class EoPtcSolveConfig(PipelineTaskConfig, pipelineConnections=EoPtcSolveConnections):
+    """Configuration of `EoPtcSolveTask` (defaults: cp_pipe's LSSTCam values unless noted)."""
+
+    ptcFitType = ChoiceField[str](
+        doc="PTC model.",
+        allowed={
+            "EXPAPPROXIMATION": "Astier+19 Eq. 16 on the variances",
+            "FULLCOVARIANCE": "Astier+19 Eq. 20 on all covariances",
+            "FULLCOVARIANCE_NO_B": "Eq. 20 with b = 0",
+        },
+        default="EXPAPPROXIMATION",
+    )
+    doModelPtcRolloff = Field[bool](doc="Fit the roll-off and drop points above it.", default=False)
+    sigmaCutPtcOutliers = Field[float](doc="Outlier cut (sigma) of the initial fit.", default=5.0)
+    maxSignalInitialPtcOutlierFit = Field[float](
+        doc="Signal limit (adu) of the first outlier fit.", default=20000.0
+    )
+    maxDeltaInitialPtcOutlierFit = Field[float](doc="Jump-check threshold (adu).", default=1000.0)
+    maxIterationsPtcOutliers = Field[int](doc="Outlier-rejection iterations.", default=2)
+    maxPtcRolloffDeviation = Field[float](doc="Roll-off tolerance.", default=0.005)
+    maximumRangeCovariancesFullCovFit = Field[int](doc="Lags fitted by FULLCOVARIANCE.", default=8)
+    doCtiCorrection = Field[bool](
+        doc="Remove first-order CTI from variances and covariances (see module).", default=True
+    )
+    ctiSignalMin = Field[float](doc="Pairs with a mean (adu) above this give the EPER used.", default=2000.0)
+    ctiSignalMax = Field[float](doc="Pairs with a mean (adu) below this give the EPER used.", default=40000.0)
+    doLinearize = Field[bool](
+        doc="Fit a linearizer to mean vs photodiode charge and linearise the pair statistics (see module).",
+        default=True,
+    )
+    overscanFitColumns = Field[int](
+        doc="Serial-overscan columns per row used by the ISR's row median (for the noise correction).",
+        default=48,
+    )
+
+
+class EoPtcSolveTask(PipelineTask):
+    """Fit the photon transfer curve of every amplifier of a detector."""
+
+    ConfigClass = EoPtcSolveConfig
+    _DefaultName = "eoPtcSolve"
+    config: EoPtcSolveConfig
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        # Docstring inherited.
+        tables = butlerQC.get(inputRefs.pairs)
+        detector = get_camera()[outputRefs.ptc.dataId["detector"]]
+        butlerQC.put(self.run(tables, detector), outputRefs)
+
+    def run(self, pairs: Sequence[Table], detector: DetectorInfo) -> Struct:
+        """Solve the PTCs.
+
+        Parameters
+        ----------
+        pairs : sequence of `astropy.table.Table`
+            ``eoPtcPair`` tables.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            Detector.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``ptc`` (`~lsst.eo.baseline.ptcDataset.EoPtcDataset`) and ``summary`` (table).
+        """
+        cfg = self.config
+        table = gather_pairs(pairs)
+        if len(table) == 0:
+            raise NoWorkFound(f"No flat pair for {detector.name}")
+        side = int(np.asarray(table["covariances_adu2"]).shape[-1])
+        ptc = EoPtcDataset(
+            ampNames=list(detector.amp_names),
+            ptcFitType=cfg.ptcFitType,
+            covMatrixSide=side,
+            covMatrixSideFullCovFit=min(side, cfg.maximumRangeCovariancesFullCovFit),
+            metadata={
+                "DETECTOR": detector.id,
+                "DET_NAME": detector.name,
+                "INSTRUME": "LSSTCam",
+                "DET_SER": detector.ccd_type.model,
+                "CCD_MANU": detector.vendor,
+            },
+        )
+        rows = []
+        for layout in detector.ccd_type.amps:
+            amp = layout.name
+            sel = table[table["amp"] == amp]
+            rows.append(self._solve_amp(ptc, amp, sel, layout))
+        summary = Table(
+            rows=rows,
+            names=(
+                "amp",
+                "ptc_gain_e_per_adu",
+                "ptc_gain_err_e_per_adu",
+                "ptc_noise_e",
+                "ptc_noise_err_e",
+                "ptc_noise_fit_e",
+                "ptc_a00_per_e",
+                "ptc_turnoff_adu",
+                "ptc_turnoff_e",
+                "ptc_turnoff_sampling_error_adu",
+                "max_observed_signal_adu",
+                "n_pairs",
+                "n_pairs_used",
+                "chi2_dof",
+                "serial_cti_used",
+                "parallel_cti_used",
+                "failure",
+            ),
+        )
+        units = {
+            "ptc_gain_e_per_adu": "electron/adu",
+            "ptc_gain_err_e_per_adu": "electron/adu",
+            "ptc_noise_e": "electron",
+            "ptc_noise_err_e": "electron",
+            "ptc_noise_fit_e": "electron",
+            "ptc_a00_per_e": "1/electron",
+            "ptc_turnoff_adu": "adu",
+            "ptc_turnoff_e": "electron",
+            "ptc_turnoff_sampling_error_adu": "adu",
+            "max_observed_signal_adu": "adu",
+        }
+        for name, unit in units.items():
+            summary[name].unit = unit
+        summary.meta.update(
+            {"DETECTOR": detector.id, "DET_NAME": detector.name, "PTC_FIT_TYPE": cfg.ptcFitType}
+        )
+        ptc.badAmps = [r[0] for r in rows if r[-1]]
+        self.log.info(
+            "%s: median PTC gain %.4f e-/adu, %d bad amp(s)",
+            detector.name,
+            float(np.nanmedian(summary["ptc_gain_e_per_adu"])),
+            len(ptc.badAmps),
+        )
+        return Struct(ptc=ptc, summary=summary)
+
+    def _solve_amp(self, ptc: EoPtcDataset, amp: str, sel: Table, layout) -> tuple:
+        cfg = self.config
+        n = len(sel)
+        means = np.asarray(sel["raw_mean_adu"], dtype=np.float64)
+        var = np.asarray(sel["raw_var_adu2"], dtype=np.float64)
+        cov = np.asarray(sel["covariances_adu2"], dtype=np.float64).reshape(
+            n, ptc.covMatrixSide, ptc.covMatrixSide
+        )
+        weights = np.asarray(sel["covariance_sqrt_weights"], dtype=np.float64).reshape(cov.shape)
+        valid = np.asarray(sel["valid"], dtype=bool) & np.isfinite(means) & np.isfinite(var)
+        measured_var = var.copy()
+        s_cti = p_cti = np.nan
+        if cfg.doCtiCorrection and n:
+            window = valid & (means > cfg.ctiSignalMin) & (means < cfg.ctiSignalMax)
+            if window.any():
+                s_cti = float(np.nanmedian(np.asarray(sel["serial_eper"])[window]))
+                p_cti = float(np.nanmedian(np.asarray(sel["parallel_eper"])[window]))
+                d = layout.raw.data_bbox
+                # Transfers of data pixel (column j, row i): prescan + j + 1 serial, i + 1 parallel.
+                n_serial = d.x.start + (d.x.stop - d.x.start + 1) / 2.0
+                n_parallel = (d.y.stop + 1) / 2.0
+                var, cov = correct_cti(var, cov, s_cti, p_cti, n_serial, n_parallel)
+        linearizer = None
+        fit_means = means
+        photo = np.asarray(sel["photo_charge"], dtype=np.float64)
+        if cfg.doLinearize and n and np.isfinite(photo[valid]).all():
+            linearizer = fit_linearizer(photo, means, valid)
+            if linearizer.spline is not None:
+                slope = linearizer.derivative(means) ** 2
+                fit_means = linearizer(means)
+                var = var * slope
+                cov = cov * slope[:, None, None]
+                valid = valid & np.isfinite(fit_means)
+        fit = fit_ptc_amp(
+            fit_means,
+            var,
+            cfg.ptcFitType,
+            cfg.doModelPtcRolloff,
+            covariances=cov if n else None,
+            covariance_weights=weights if n else None,
+            exp_id_mask=valid,
+            sigma_cut=cfg.sigmaCutPtcOutliers,
+            max_signal_initial=cfg.maxSignalInitialPtcOutlierFit,
+            max_delta_initial=cfg.maxDeltaInitialPtcOutlierFit,
+            max_iterations=cfg.maxIterationsPtcOutliers,
+            max_rolloff_deviation=cfg.maxPtcRolloffDeviation,
+            max_lag_fit=min(ptc.covMatrixSide, cfg.maximumRangeCovariancesFullCovFit),
+        )
+        pairs = np.stack([np.asarray(sel["exposure_1"]), np.asarray(sel["exposure_2"])], axis=1)
+        values: dict[str, Any] = {
+            "inputExpIdPairs": pairs,
+            "inputExpPairMjdStartList": np.asarray(sel["mjd_start"]),
+            "expIdMask": fit.mask if fit.mask.size == n else np.zeros(n, bool),
+            "expIdRolloffMask": fit.rolloff_mask if fit.rolloff_mask.size == n else np.zeros(n, bool),
+            "rawExpTimes": np.asarray(sel["exptime_s"]),
+            "rawMeans": fit_means,
+            "rawVars": var,
+            "rawDeltas": np.asarray(sel["raw_delta_adu"]),
+            "rowMeanVariance": np.asarray(sel["row_mean_variance_adu2"]),
+            "rowMeanNCols": np.asarray(sel["row_mean_n_cols"]),
+            "photoCharges": np.asarray(sel["photo_charge"]),
+            "photoChargeDeltas": np.asarray(sel["photo_charge_delta"]),
+            "gainList": np.asarray(sel["gain_e_per_adu"]),
+            "noiseList": np.asarray(sel["noise_adu"]),
+            "overscanMedianLevelList": np.asarray(sel["overscan_median_adu"]),
+            "kspValues": np.ones(n),
+            "nPixelCovariances": np.asarray(sel["n_pixels"]),
+            "finalVars": fit.final_vars,
+            "finalModelVars": fit.final_model_vars,
+            "finalMeans": fit.final_means,
+            "covariances": cov,
+            "covariancesModel": fit.covariances_model,
+            "covariancesSqrtWeights": weights,
+            "gain": fit.gain,
+            "gainErr": fit.gain_err,
+            "gainUnadjusted": fit.gain,
+            "noise": fit.noise,
+            "noiseErr": fit.noise_err,
+            # cp_pipe stores the Eq. 16 parameters [a00, g, n] here, and NaN for FULLCOVARIANCE.
+            "ptcFitPars": fit.fit_params if cfg.ptcFitType == "EXPAPPROXIMATION" else np.full(3, np.nan),
+            "ptcFitParsError": fit.fit_params_err
+            if cfg.ptcFitType == "EXPAPPROXIMATION"
+            else np.full(3, np.nan),
+            "ptcFitChiSq": fit.chi2_dof,
+            "ptcTurnoff": fit.ptc_turnoff,
+            "measuredMeans": means,
+            "measuredVars": measured_var,
+            "ptcTurnoffSamplingError": fit.ptc_turnoff_sampling_error,
+            "ptcRolloff": fit.ptc_rolloff,
+            "aMatrix": fit.a_matrix,
+            "bMatrix": fit.b_matrix,
+            "noiseMatrix": fit.noise_matrix,
+        }
+        good_levels = np.asarray(sel["overscan_median_adu"])[fit.mask] if fit.mask.size == n else np.array([])
+        if good_levels.size:
+            med = float(np.nanmedian(good_levels))
+            values["overscanMedian"] = med
+            values["overscanMedianSigma"] = float(1.4826 * np.nanmedian(np.abs(good_levels - med)))
+        for name, value in values.items():
+            ptc.set(name, amp, value)
+        noise = fit.noise
+        noise_list = np.asarray(sel["noise_adu"], dtype=np.float64)[valid]
+        if np.isfinite(noise) and noise_list.size and np.isfinite(noise_list).any():
+            # Variance of the per-row overscan median added to each pixel, in e-^2.
+            added = np.pi / 2.0 * float(np.nanmedian(noise_list)) ** 2 / cfg.overscanFitColumns * fit.gain**2
+            noise = float(np.sqrt(max(noise**2 - added, 0.0)))
+        return (
+            amp,
+            fit.gain,
+            fit.gain_err,
+            noise,
+            fit.noise_err,
+            fit.noise,
+            fit.a00,
+            fit.ptc_turnoff,
+            fit.ptc_turnoff * fit.gain,
+            fit.ptc_turnoff_sampling_error,
+            fit.max_signal,
+            n,
+            int(fit.mask.sum()) if fit.mask.size == n else 0,
+            fit.chi2_dof,
+            s_cti,
+            p_cti,
+            fit.failure,
+        )
