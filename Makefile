@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/eo-baseline demo --out $(DEMO_DIR) -j $(JOBS)
 
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) --durations=15 tests
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --durations=15 tests
 
 bench: setup
 	$(BIN)/python -m lsst.eo.baseline.bench --out bench/results.json

@@ -34,21 +34,22 @@ def analysed(tmp_path_factory):
 @pytest.mark.slow
 def test_steps_and_collections(analysed):
     repo, _, results = analysed
-    assert [(r.step.name, r.status) for r in results] == [
-        ("bias", "done"),
-        ("dark", "done"),
-        ("flat", "done"),
+    steps = ["bias", "dark", "flat", "stability", "lambda", "persistence"]
+    assert [(r.step.name, r.status) for r in results] == [(s, "done") for s in steps], [
+        r.message for r in results
     ]
     butler = Butler.from_config(repo)
     assert butler.collections.get_info("LSSTCam/calib/eo/13600").type == CollectionType.CALIBRATION
     chain = butler.collections.get_info("u/eo/13600").children
-    assert list(chain) == ["u/eo/13600/flat", "u/eo/13600/dark", "u/eo/13600/bias", "LSSTCam/calib/eo/13600"]
+    assert list(chain) == [f"u/eo/13600/{s}" for s in reversed(steps)] + ["LSSTCam/calib/eo/13600"]
     for name in ("eoBias", "eoDark"):
         refs = butler.query_datasets(name, collections="LSSTCam/calib/eo/13600", find_first=False)
         assert len(refs) == 1, name
     butler = Butler.from_config(repo, collections="u/eo/13600")
     for name in ("eoReadNoise", "eoBiasStability", "eoBiasStabilityExposures", "eoDarkCurrent",
-                 "eoBrightDefects", "eoBrightDefectsList", "eoCti", "eoCtiVsSignal"):  # fmt: skip
+                 "eoBrightDefects", "eoBrightDefectsList", "eoCti", "eoCtiVsSignal", "eoPtcSummary",
+                 "eoLinearity", "eoBrighterFatter", "eoRowMeansVariance", "eoGainStability",
+                 "eoDivisaderoTearing", "eoDarkDefects", "eoWavelengthFlats", "eoPersistence"):  # fmt: skip
         table = butler.get(name, instrument="LSSTCam", detector=94)
         assert len(table) >= 16, name
 
@@ -91,5 +92,5 @@ def test_missing_run_is_skipped_with_a_reason(tmp_path):
     repo = str(tmp_path / "repo")
     create_repo(repo)
     results = run_analysis(repo, "99999", "b_protocol")
-    assert [r.status for r in results] == ["skipped"] * 3
+    assert [r.status for r in results] == ["skipped"] * 6
     assert "no exposure matches" in results[0].message

@@ -1,4 +1,4 @@
-"""Combined calibrations: ``eoBias`` (adu) and ``eoDark`` (e-/s) per detector.
+"""Combined calibrations: ``eoBias`` (adu), ``eoDark`` (e-/s) and ``eoFlat`` (normalised) per detector.
 
 Each raw is run through `~lsst.eo.baseline.isrTask.EoIsrTask` and the stack is combined pixel by
 pixel with the afw MEANCLIP rule (3 sigma, 3 passes), as cp_pipe's ``CalibCombineTask`` does.
@@ -18,6 +18,9 @@ correction would remove is subtracted with the combined bias instead.
 from __future__ import annotations
 
 __all__ = [
+    "EoFlatConfig",
+    "EoFlatConnections",
+    "EoFlatTask",
     "EoBiasConfig",
     "EoBiasConnections",
     "EoBiasTask",
@@ -307,6 +310,138 @@ class EoDarkTask(PipelineTask):
                     "DET_NAME": detector.name, "DARKTIME_MEAN": float(np.mean(dark_times))}  # fmt: skip
         self.log.info("Combined %d darks for %s (%s)", len(raws), detector.name, units)
         return Struct(dark=make_calib_image(detector, means, variances, counts, metadata))
+
+
+class EoFlatConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Connections of `EoFlatTask`."""
+
+    raws = cT.Input(
+        name="raw",
+        doc="Raw flats of one detector at one illumination (e.g. the gain-stability flats).",
+        storageClass="EoRawCcd",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+        deferLoad=True,
+    )
+    bias = cT.PrerequisiteInput(
+        name="eoBias",
+        doc="Certified combined bias (adu).",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+    flat = cT.Output(
+        name="eoFlat",
+        doc="Combined flat, each input normalised by its detector median (mean level ~1).",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if config is not None and not config.isr.doBias:
+            del self.bias
+
+    def getTemporalBoundsConnections(self):
+        return ("raws",)
+
+
+class EoFlatConfig(PipelineTaskConfig, pipelineConnections=EoFlatConnections):
+    """Configuration of `EoFlatTask`."""
+
+    isr = ConfigurableField(target=EoIsrTask, doc="ISR of each flat (overscan, bias; adu).")
+    nSigmaClip = Field[float](doc="Clipping threshold of the per-pixel mean.", default=3.0)
+    nIter = Field[int](doc="Clipping passes of the per-pixel mean.", default=3)
+    ampsPerRead = Field[int](doc="Amplifiers read from every input at once.", default=4)
+    minInputs = Field[int](doc="Fewest inputs accepted.", default=1)
+
+    def setDefaults(self):
+        super().setDefaults()
+        self.isr.doBias = True
+
+
+class EoFlatTask(PipelineTask):
+    """Combine raw flats into ``eoFlat``: each normalised by its detector median, clipped mean.
+
+    The normalisation removes the source's exposure-to-exposure flux changes; amplifier gain
+    differences are kept (as in cp_pipe's flats, which are not gain-flattened per amplifier), so
+    defect and tearing analyses work per amplifier relative to its own level.
+    """
+
+    ConfigClass = EoFlatConfig
+    _DefaultName = "eoFlat"
+    config: EoFlatConfig
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.makeSubtask("isr")
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        # Docstring inherited.
+        handles = butlerQC.get(inputRefs.raws)
+        bias = butlerQC.get(inputRefs.bias) if self.config.isr.doBias else None
+        detector = _detector(outputRefs.flat.dataId["detector"])
+        butlerQC.put(self.run(handles, detector, bias=bias), outputRefs)
+
+    def run(self, raws: Sequence[Any], detector: DetectorInfo, bias: MaskedImage | None = None) -> Struct:
+        """Combine flats.
+
+        Parameters
+        ----------
+        raws : sequence
+            Handles of the raw flats.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            Detector.
+        bias : `lsst.images.MaskedImage`, optional
+            Combined bias (if ``isr.doBias``).
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``flat``: `lsst.images.MaskedImage`, normalised.
+        """
+        if len(raws) < self.config.minInputs:
+            raise NoWorkFound(f"{len(raws)} flat(s) for {detector.name}; need {self.config.minInputs}")
+        bias_amps = amp_views(bias, detector)
+        means, variances, counts = {}, {}, {}
+        levels: np.ndarray | None = None
+        for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
+            exposures = read_amp_group(raws, group)
+            images = {
+                amp: [
+                    self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp]).image
+                    for r in exposures
+                ]
+                for amp in group
+            }
+            if levels is None:
+                # Each flat's level (source flux), from a subsample of the first amplifiers read;
+                # it is common to all amplifiers, so memory never holds more than one group.
+                levels = np.median(
+                    [[float(np.median(img[::8, ::8])) for img in images[amp]] for amp in group], axis=0
+                )
+                if np.any(~np.isfinite(levels)) or np.any(levels <= 0):
+                    raise ValueError(f"A flat of {detector.name} has a non-positive level: {levels}")
+            for amp in group:
+                stack = np.stack(
+                    [img / np.float32(level) for img, level in zip(images.pop(amp), levels, strict=True)]
+                )
+                means[amp], variances[amp], counts[amp] = clipped_mean_stack(
+                    stack, self.config.nSigmaClip, self.config.nIter
+                )
+        metadata = {
+            "OBSTYPE": "FLAT",
+            "UNITS": "",
+            "NINPUTS": len(raws),
+            "DETECTOR": detector.id,
+            "DET_NAME": detector.name,
+            "LEVEL_MEDIAN_ADU": float(np.median(levels)),
+        }
+        self.log.info(
+            "Combined %d flats for %s (median level %.0f adu)", len(raws), detector.name, np.median(levels)
+        )
+        return Struct(flat=make_calib_image(detector, means, variances, counts, metadata))
 
 
 def _detector(detector_id: int) -> DetectorInfo:

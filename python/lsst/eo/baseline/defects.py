@@ -1,4 +1,4 @@
-"""Defects: hot pixels and bright columns from combined darks (dark defects come from flats).
+"""Defects: hot pixels and bright columns from combined darks, dark pixels and columns from flats.
 
 Detection follows cp_pipe's ``MeasureDefectsCombinedTask`` with ``thresholdType=VALUE``
 (``cp_pipe_algorithms.md`` section 5): per amplifier, the reference is the 3-sigma clipped mean m of
@@ -15,6 +15,9 @@ coordinates, 0-based: ``x0, y0, width, height`` as cp_pipe's defects tables.
 from __future__ import annotations
 
 __all__ = [
+    "EoDarkDefectsConfig",
+    "EoDarkDefectsConnections",
+    "EoDarkDefectsTask",
     "EoBrightDefectsConfig",
     "EoBrightDefectsConnections",
     "EoBrightDefectsTask",
@@ -173,27 +176,123 @@ class EoBrightDefectsTask(PipelineTask):
             ``counts`` (per amplifier) and ``defects`` (boxes) tables.
         """
         cfg = self.config
-        image = dark.image.array
-        mask = np.zeros(image.shape, dtype=bool)
-        rows = []
-        for layout in detector.ccd_type.amps:
-            b = layout.bbox
-            amp_image = image[b.y.start : b.y.stop, b.x.start : b.x.stop]
-            amp_mask = find_bright_pixels(amp_image, cfg.darkCurrentThreshold, cfg.nSigmaClip)
-            mask[b.y.start : b.y.stop, b.x.start : b.x.stop] = amp_mask
-            n_cols, n_pix = tabulate_amp_defects(amp_mask, cfg.columnThreshold)
-            rows.append((layout.name, n_cols, n_pix))
-        counts = Table(
-            rows=rows, names=("amp", "bright_columns", "bright_pixels"), dtype=(str, np.int32, np.int32)
+        counts, defects = _defect_products(
+            dark.image.array,
+            detector,
+            lambda img: find_bright_pixels(img, cfg.darkCurrentThreshold, cfg.nSigmaClip),
+            cfg.columnThreshold,
+            "bright",
+            {"THRESHOLD_E_PER_S": cfg.darkCurrentThreshold},
         )
-        meta = {
-            "DETECTOR": detector.id,
-            "DET_NAME": detector.name,
-            "THRESHOLD_E_PER_S": cfg.darkCurrentThreshold,
-        }
-        counts.meta.update(meta)
-        defects = defect_table(mask, detector)
-        defects.meta.update(meta)
-        self.log.info("%s: %d bright columns, %d bright pixels", detector.name,
-                      int(counts["bright_columns"].sum()), int(counts["bright_pixels"].sum()))  # fmt: skip
+        self.log.info(
+            "%s: %d bright columns, %d bright pixels",
+            detector.name,
+            int(counts["bright_columns"].sum()),
+            int(counts["bright_pixels"].sum()),
+        )
+        return Struct(counts=counts, defects=defects)
+
+
+def _defect_products(
+    image: np.ndarray, detector: DetectorInfo, find, column_threshold: int, kind: str, meta: dict
+) -> tuple[Table, Table]:
+    """Per-amplifier defect counts and the defect list of a detector image."""
+    mask = np.zeros(image.shape, dtype=bool)
+    rows = []
+    for layout in detector.ccd_type.amps:
+        b = layout.bbox
+        amp_mask = find(image[b.y.start : b.y.stop, b.x.start : b.x.stop])
+        mask[b.y.start : b.y.stop, b.x.start : b.x.stop] = amp_mask
+        rows.append((layout.name, *tabulate_amp_defects(amp_mask, column_threshold)))
+    counts = Table(
+        rows=rows, names=("amp", f"{kind}_columns", f"{kind}_pixels"), dtype=(str, np.int32, np.int32)
+    )
+    meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, **meta}
+    counts.meta.update(meta)
+    defects = defect_table(mask, detector)
+    defects.meta.update(meta)
+    return counts, defects
+
+
+class EoDarkDefectsConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Connections of `EoDarkDefectsTask`."""
+
+    flat = cT.Input(
+        name="eoFlat",
+        doc="Combined flat.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+    counts = cT.Output(
+        name="eoDarkDefects",
+        doc="Dark columns and dark pixels per amplifier.",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "detector"),
+    )
+    defects = cT.Output(
+        name="eoDarkDefectsList",
+        doc="Dark-defect boxes (x0, y0, width, height; assembled detector pixels).",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "detector"),
+    )
+
+
+class EoDarkDefectsConfig(PipelineTaskConfig, pipelineConnections=EoDarkDefectsConnections):
+    """Configuration of `EoDarkDefectsTask`."""
+
+    fracThresholdFlat = Field[float](
+        doc="A pixel is dark if at or below this fraction of the amplifier's clipped mean (LSSTCam 0.9).",
+        default=0.9,
+    )
+    columnThreshold = Field[int](
+        doc="A column with a vertical run of more dark pixels than this is a dark column (eo_pipe 100).",
+        default=100,
+    )
+    nSigmaClip = Field[float](doc="Clipping threshold of the reference level.", default=3.0)
+
+
+class EoDarkDefectsTask(PipelineTask):
+    """Find dark pixels and dark columns in a combined flat."""
+
+    ConfigClass = EoDarkDefectsConfig
+    _DefaultName = "eoDarkDefects"
+    config: EoDarkDefectsConfig
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        # Docstring inherited.
+        flat = butlerQC.get(inputRefs.flat)
+        detector = get_camera()[outputRefs.counts.dataId["detector"]]
+        butlerQC.put(self.run(flat, detector), outputRefs)
+
+    def run(self, flat: MaskedImage, detector: DetectorInfo) -> Struct:
+        """Detect dark defects.
+
+        Parameters
+        ----------
+        flat : `lsst.images.MaskedImage`
+            Combined flat.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            Detector.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``counts`` (per amplifier) and ``defects`` (boxes) tables.
+        """
+        cfg = self.config
+        counts, defects = _defect_products(
+            flat.image.array,
+            detector,
+            lambda img: find_dark_pixels(img, cfg.fracThresholdFlat, cfg.nSigmaClip),
+            cfg.columnThreshold,
+            "dark",
+            {"FRACTION": cfg.fracThresholdFlat},
+        )
+        self.log.info(
+            "%s: %d dark columns, %d dark pixels",
+            detector.name,
+            int(counts["dark_columns"].sum()),
+            int(counts["dark_pixels"].sum()),
+        )
         return Struct(counts=counts, defects=defects)

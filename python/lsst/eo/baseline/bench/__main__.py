@@ -9,6 +9,7 @@ import platform
 import time
 
 from .simulator import run_simulator_benchmark
+from .stability import run_stability_benchmark
 from .tasks import run_task_benchmark
 
 
@@ -27,6 +28,7 @@ def main() -> None:
         },
         "simulator": run_simulator_benchmark(),
         "tasks": run_task_benchmark(),
+        "stability_tasks": run_stability_benchmark(),
     }
     results["wall_seconds"] = round(time.time() - started, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,0 +1,165 @@
+"""Divisadero tearing: response deviations of the columns next to amplifier boundaries.
+
+eo_pipe's definition (``eo_pipe.md`` section 3.12), on the combined flat (``eoFlat``):
+
+1. per amplifier of the assembled CCD, rows ``rowMin`` to ``rowMax`` counted from the serial
+   register (the image is flipped in y for amplifiers read out at the top), the 3-sigma clipped mean
+   of each column -> a column profile, divided by its median, then by a straight line fitted away
+   from ``nEdge`` columns at each end;
+2. the profiles of the amplifiers of each half of the CCD are laid side by side in detector order;
+3. at each internal amplifier boundary, D = max |profile - 1| over the ``nPix`` columns left of the
+   boundary and the ``2 nPix`` right of it;
+4. each amplifier's value is the larger D of its two boundaries (a CCD edge counts 0).
+
+ITL sensors tear; e2v sensors show none.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EoDivisaderoConfig",
+    "EoDivisaderoConnections",
+    "EoDivisaderoTask",
+    "boundary_deviations",
+    "column_profile",
+]
+
+import numpy as np
+from astropy.table import Table
+from lsst.images import MaskedImage
+from lsst.pex.config import Field
+from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import connectionTypes as cT
+
+from .afwstats import clipped_stats_rows
+from .camera import DetectorInfo, get_camera
+
+
+def column_profile(
+    amp_image: np.ndarray, row_min: int = 10, row_max: int = 210, n_edge: int = 25
+) -> np.ndarray:
+    """Normalised column profile of one amplifier (rows counted from the serial register).
+
+    Parameters
+    ----------
+    amp_image : `numpy.ndarray`
+        The amplifier's data in detector orientation, already flipped so that row 0 is next to the
+        serial register.
+    row_min, row_max : `int`
+        Rows averaged.
+    n_edge : `int`
+        Columns at each end left out of the straight-line fit.
+
+    Returns
+    -------
+    profile : `numpy.ndarray`
+        One value per column, ~1 away from the edges.
+    """
+    block = np.asarray(amp_image[row_min:row_max], dtype=np.float64)
+    means, _ = clipped_stats_rows(block.T)  # one clipped mean per column
+    profile = means / np.nanmedian(means)
+    x = np.arange(profile.size)
+    core = (x >= n_edge) & (x < profile.size - n_edge) & np.isfinite(profile)
+    line = np.polyval(np.polyfit(x[core], profile[core], 1), x)
+    return profile / line
+
+
+def boundary_deviations(profiles: list[np.ndarray], n_pix: int = 2) -> list[float]:
+    """Max |profile - 1| around each internal boundary of side-by-side amplifier profiles.
+
+    Parameters
+    ----------
+    profiles : `list` [`numpy.ndarray`]
+        Column profiles of the amplifiers of one CCD half, left to right.
+    n_pix : `int`
+        Columns taken: ``n_pix`` left of the boundary and ``2 n_pix`` right of it (eo_pipe).
+
+    Returns
+    -------
+    deviations : `list` [`float`]
+        One per internal boundary (``len(profiles) - 1`` values); NaN profiles count as 0.
+    """
+    out = []
+    for left, right in zip(profiles[:-1], profiles[1:], strict=True):
+        window = np.concatenate([left[-n_pix:], right[: 2 * n_pix]])
+        dev = np.abs(window - 1.0)
+        out.append(float(np.nanmax(dev)) if np.isfinite(dev).any() else 0.0)
+    return out
+
+
+class EoDivisaderoConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Connections of `EoDivisaderoTask`."""
+
+    flat = cT.Input(
+        name="eoFlat",
+        doc="Combined flat.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+    tearing = cT.Output(
+        name="eoDivisaderoTearing",
+        doc="Divisadero tearing per amplifier (max deviation at its boundaries) and per boundary side.",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "detector"),
+    )
+
+
+class EoDivisaderoConfig(PipelineTaskConfig, pipelineConnections=EoDivisaderoConnections):
+    """Configuration of `EoDivisaderoTask` (eo_pipe's values)."""
+
+    rowMin = Field[int](doc="First row (from the serial register) averaged.", default=10)
+    rowMax = Field[int](doc="Row after the last one averaged.", default=210)
+    nEdge = Field[int](doc="Columns at each amplifier edge left out of the line fit.", default=25)
+    nPix = Field[int](doc="Columns left (and twice as many right) of a boundary examined.", default=2)
+
+
+class EoDivisaderoTask(PipelineTask):
+    """Measure divisadero tearing at every amplifier boundary of a combined flat."""
+
+    ConfigClass = EoDivisaderoConfig
+    _DefaultName = "eoDivisadero"
+    config: EoDivisaderoConfig
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        # Docstring inherited.
+        flat = butlerQC.get(inputRefs.flat)
+        detector = get_camera()[outputRefs.tearing.dataId["detector"]]
+        butlerQC.put(self.run(flat, detector), outputRefs)
+
+    def run(self, flat: MaskedImage, detector: DetectorInfo) -> Struct:
+        """Measure the tearing.
+
+        Parameters
+        ----------
+        flat : `lsst.images.MaskedImage`
+            Combined flat.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            Detector.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``tearing``: one row per amplifier.
+        """
+        cfg = self.config
+        image = flat.image.array
+        profiles: dict[str, np.ndarray] = {}
+        for layout in detector.ccd_type.amps:
+            b = layout.bbox
+            amp = image[b.y.start : b.y.stop, b.x.start : b.x.stop]
+            if layout.flip_y:  # read out at the top: count rows from the serial register
+                amp = amp[::-1]
+            profiles[layout.name] = column_profile(amp, cfg.rowMin, cfg.rowMax, cfg.nEdge)
+        left = {a.name: 0.0 for a in detector.ccd_type.amps}
+        right = dict(left)
+        for iy in sorted({a.iy for a in detector.ccd_type.amps}):
+            row = sorted((a for a in detector.ccd_type.amps if a.iy == iy), key=lambda a: a.ix)
+            devs = boundary_deviations([profiles[a.name] for a in row], cfg.nPix)
+            for k, dev in enumerate(devs):
+                right[row[k].name] = dev
+                left[row[k + 1].name] = dev
+        rows = [(a, max(left[a], right[a]), left[a], right[a]) for a in detector.amp_names]
+        table = Table(rows=rows, names=("amp", "divisadero_tearing", "divisadero_left", "divisadero_right"))
+        table.meta.update({"DETECTOR": detector.id, "DET_NAME": detector.name})
+        return Struct(tearing=table)
