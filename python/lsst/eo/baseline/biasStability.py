@@ -6,7 +6,7 @@ Per exposure and amplifier (adu):
   columns skipped) -- the bias level itself, whose changes are the instability;
 * ``level_median_adu``: median of the same pixels;
 * ``residual_mean_adu``/``residual_stdev_adu``: clipped mean and stdev of the imaging area after
-  serial and parallel overscan correction (what an overscan-corrected bias frame leaves);
+  serial overscan correction (what an overscan-corrected bias frame leaves);
 * ``row_structure_adu``/``column_structure_adu``: clipped stdev of the row means / column means of
   the corrected imaging area (1-d bias structure);
 * ``corner_mean_adu``: mean of the corrected ``cornerSize`` x ``cornerSize`` pixels next to the output
@@ -121,6 +121,11 @@ class EoBiasStabilityConfig(PipelineTaskConfig, pipelineConnections=EoBiasStabil
     cornerSize = Field[int](doc="Side (pixels) of the readout-corner box.", default=200)
     nSigmaClip = Field[float](doc="Clipping threshold of the clipped statistics.", default=3.0)
     ampsPerRead = Field[int](doc="Amplifiers read from every input at once.", default=4)
+
+    def setDefaults(self):
+        super().setDefaults()
+        # As eo_pipe for biases: the parallel overscan only adds noise to a bias frame.
+        self.isr.doParallelOverscan = False
 
 
 class EoBiasStabilityTask(PipelineTask):

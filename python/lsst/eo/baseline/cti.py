@@ -58,7 +58,8 @@ def eper(corrected: np.ndarray, layout: AmpLayout, n_pixels: int = 2) -> dict[st
     d = g.data_bbox
     so = g.serial_overscan_bbox
     po = g.parallel_overscan_bbox
-    image_mean = clipped_stats(corrected[d.y.start : d.y.stop, d.x.start : d.x.stop]).mean
+    # Every 4th row is plenty for the normalisation (250k pixels: 1e-5 relative precision).
+    image_mean = clipped_stats(corrected[d.y.start : d.y.stop : 4, d.x.start : d.x.stop]).mean
     serial_cols = corrected[d.y.start : d.y.stop, so.x.start : so.x.start + n_pixels]
     serial_trail = float(np.sum(clipped_stats_rows(serial_cols.T)[0]))
     parallel_rows = corrected[po.y.start : po.y.start + n_pixels, d.x.start : d.x.stop]
