@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[test]'
 	$(BIN)/eo-baseline install-hooks
+	@scripts/install-chromium
 	@touch $@
 
 demo: setup

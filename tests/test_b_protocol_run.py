@@ -1,18 +1,23 @@
 """The B-protocol analysis through pipetask: steps, data selection, calibration certification."""
 
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from astropy.table import Table
 from lsst.daf.butler import Butler, CollectionType
+from matplotlib.image import imread as plt_imread
 
 from lsst.eo.baseline.ampStream import RawFileHandle
 from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.ingest import ingest_raws
+from lsst.eo.baseline.metrics import load_metrics
 from lsst.eo.baseline.readNoise import EoReadNoiseTask
 from lsst.eo.baseline.repo import create_repo
+from lsst.eo.baseline.report import compare_summaries
 from lsst.eo.baseline.runner import run_analysis
 from lsst.eo.baseline.simulator import load_truth, simulate
 
@@ -34,7 +39,7 @@ def analysed(tmp_path_factory):
 @pytest.mark.slow
 def test_steps_and_collections(analysed):
     repo, _, results = analysed
-    steps = ["bias", "dark", "flat", "stability", "lambda", "persistence"]
+    steps = ["bias", "dark", "flat", "stability", "lambda", "persistence", "summary"]
     assert [(r.step.name, r.status) for r in results] == [(s, "done") for s in steps], [
         r.message for r in results
     ]
@@ -92,5 +97,101 @@ def test_missing_run_is_skipped_with_a_reason(tmp_path):
     repo = str(tmp_path / "repo")
     create_repo(repo)
     results = run_analysis(repo, "99999", "b_protocol")
-    assert [r.status for r in results] == ["skipped"] * 6
+    assert [r.status for r in results] == ["skipped"] * 7
     assert "no exposure matches" in results[0].message
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reported(analysed, tmp_path_factory):
+    """A second, smaller run (biases and darks of R22_S11 only) and the report comparing both."""
+    repo, _, _ = analysed
+    top = tmp_path_factory.mktemp("previous")
+    raws = str(top / "raws")
+    plan = os.path.join(os.path.dirname(__file__), "data", "plans", "previous_run.yaml")
+    simulate(plan, "R22_S11", raws, run="13599", seed=6, jobs=1)
+    butler = Butler.from_config(repo, writeable=True)
+    assert ingest_raws(butler, [raws], progress=False).ok
+    previous = run_analysis(repo, "13599", "b_protocol")
+    assert {r.step.name: r.status for r in previous}["bias"] == "done"
+    out = str(top / "report")
+    proc = subprocess.run([EO, "report", repo, "--collections", "u/eo/13600", "--compare", "u/eo/13599",
+                           "--out", out], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return repo, out
+
+
+@pytest.mark.slow
+def test_report_sections_and_numbers(reported):
+    _, out = reported
+    text = open(os.path.join(out, "index.html")).read()
+    for section in ("Bias metrics", "Dark metrics", "Stability flat metrics", "Flat pair metrics",
+                    "Wavelength flats", "Persistence", "Differences from previous runs"):  # fmt: skip
+        assert f">{section}</h2>" in text, section
+    summary = Table.read(os.path.join(out, "run_summary.ecsv"))
+    # The report's numbers are the summary's: the ITL-less run has e2v read noise medians.
+    median = float(np.nanmedian(summary["read_noise"]))
+    assert f"{median:.4g}" in text
+    rst = open(os.path.join(out, "report.rst")).read()
+    assert "Differences from previous runs" in rst and ".. figure:: images/" in rst
+    # Every image the page references exists.
+    for src in re.findall(r'<img src="([^"]+)"', text):
+        assert os.path.exists(os.path.join(out, src)), src
+
+
+@pytest.mark.slow
+def test_report_comparison(reported):
+    repo, out = reported
+    text = open(os.path.join(out, "index.html")).read()
+    butler = Butler.from_config(repo)
+    now = butler.get("eoRunSummary", instrument="LSSTCam", collections="u/eo/13600")
+    before = butler.get("eoRunSummary", instrument="LSSTCam", collections="u/eo/13599")
+    metric = {m.name: m for m in load_metrics()}["read_noise"]
+    c = compare_summaries(now, before, metric)
+    # Same detector and seed-independent camera truth: read noise changes little, within tolerance.
+    assert c["vendors"]["E2V"]["n"] == 16
+    assert abs(c["vendors"]["E2V"]["median_diff"]) < 0.05 * c["vendors"]["E2V"]["previous"]
+    # Flat-pair metrics exist only in the current run: reported as amps only in this run.
+    ptc = compare_summaries(now, before, {m.name: m for m in load_metrics()}["ptc_gain"])
+    assert not ptc["vendors"] and (len(ptc["only_current"]) == 16 or not np.isfinite(now["ptc_gain"]).any())
+    assert "Read noise (e-)" in text and "eoFpDiffReadNoise.png" in text
+
+
+@pytest.mark.slow
+def test_report_renders_in_chromium(reported, tmp_path):
+    _, out = reported
+    page = "file://" + os.path.join(out, "index.html")
+    shot = str(tmp_path / "report.png")
+    flags = CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]
+    proc = subprocess.run(["chromium", *flags, "--window-size=1300,3000", f"--screenshot={shot}", page],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pixels = plt_imread(shot)
+    assert pixels.shape[0] >= 3000 and pixels.std() > 0.05  # not a blank page
+    dom = subprocess.run(["chromium", *flags, "--virtual-time-budget=10000", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    match = re.search(r'data-images="(\d+)" data-broken-images="(\d+)"', dom)
+    assert match, "the page's image self-check did not run"
+    assert int(match.group(1)) > 20 and int(match.group(2)) == 0
+
+
+@pytest.mark.slow
+def test_notebook_executes(reported):
+    import nbformat
+    from nbclient import NotebookClient
+
+    repo, _ = reported
+    path = os.path.join(os.path.dirname(__file__), "..", "doc", "notebooks", "eo_outputs.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    os.environ["EO_REPO"] = repo
+    os.environ["EO_COLLECTION"] = "u/eo/13600"
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the focal-plane map was not drawn"
+    assert any("eoReadNoise" in "".join(o.get("text", "")) for o in outputs)

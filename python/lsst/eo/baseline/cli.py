@@ -118,6 +118,30 @@ def run_cmd(repo, run_number, run_type, inputs, output_prefix, jobs, detectors, 
         sys.exit(1)
 
 
+@main.command("report")
+@click.argument("repo")
+@click.option("--collections", required=True, help="Output collection(s) of the run (comma-separated).")
+@click.option("--compare", default=None, help="Collection(s) of a previous run to compare with.")
+@click.option("--out", "out_dir", required=True, help="Output directory for index.html, report.rst, images.")
+@click.option("--specs", default=None, help="YAML file overriding specifications and tolerances.")
+@click.option("--title", default=None, help="Report title.")
+def report_cmd(repo, collections, compare, out_dir, specs, title):
+    """Write the baseline-characterization report (HTML and reStructuredText) of a run in REPO."""
+    from .report import build_report
+
+    result = build_report(
+        repo,
+        collections.split(",") if "," in collections else collections,
+        out_dir,
+        compare=(compare.split(",") if compare and "," in compare else compare),
+        specs=specs,
+        title=title,
+    )
+    click.echo(f"Report: {result.html} ({result.n_images} images); reStructuredText: {result.rst}")
+    if result.missing:
+        click.echo(f"Metrics without data: {', '.join(result.missing)}")
+
+
 def _register_commands() -> None:
     """Attach the commands that live in their own modules."""
     from .demo import demo_cmd

@@ -2,8 +2,9 @@
 
 1. simulate a short B protocol for one e2v and one ITL CCD (raw files + truth);
 2. create a SQLite butler repository and ingest the raws;
-3. run the B-protocol analysis (bias, dark, flat steps, with calibration certification);
-4. print where everything is and a comparison of a few measured metrics with the injected truth.
+3. run the B-protocol analysis (all steps, with calibration certification, and the run summary);
+4. write the report (HTML and reStructuredText);
+5. print where everything is and a comparison of a few measured metrics with the injected truth.
 """
 
 from __future__ import annotations
@@ -75,9 +76,7 @@ def _compare(repo: str, collection: str, truth_dir: str, detectors: str) -> list
     return lines
 
 
-def run_demo(
-    out: str, jobs: int = 2, plan: str = "b_protocol_short", detectors: str = DEMO_DETECTORS
-) -> dict:
+def run_demo(out: str, jobs: int = 2, plan: str = "b_protocol_demo", detectors: str = DEMO_DETECTORS) -> dict:
     """Run the demo; returns the paths and collections it produced."""
     from .ingest import ingest_raws, log_report
     from .repo import create_repo
@@ -103,7 +102,11 @@ def run_demo(
     if failed:
         raise RuntimeError(f"Step {failed[0].step.name} failed: {failed[0].message}")
     collection = f"u/eo/{DEMO_RUN}"
+    from .report import build_report
+
+    written = build_report(repo, collection, os.path.join(out, "report"))
     return {
+        "report": written.html,
         "raws": raw_dir,
         "repo": repo,
         "collection": collection,
@@ -118,7 +121,7 @@ def run_demo(
 @click.option(
     "-j", "--jobs", type=int, default=2, show_default=True, help="Processes for simulation and ingest."
 )
-@click.option("--plan", default="b_protocol_short", show_default=True, help="Acquisition plan to simulate.")
+@click.option("--plan", default="b_protocol_demo", show_default=True, help="Acquisition plan to simulate.")
 @click.option("--detectors", default=DEMO_DETECTORS, show_default=True, help="Detectors to simulate.")
 def demo_cmd(out: str, jobs: int, plan: str, detectors: str) -> None:
     """Simulate a run, ingest it into a new SQLite repo, run the EO pipelines, show the outputs."""
@@ -137,3 +140,4 @@ def demo_cmd(out: str, jobs: int, plan: str, detectors: str) -> None:
         f"Read the outputs with: Butler('{result['repo']}', collections='{result['collection']}')"
         ".get('eoReadNoise', instrument='LSSTCam', detector=94)"
     )
+    click.echo(f"Report: {os.path.abspath(result['report'])}")

@@ -169,7 +169,11 @@ class EoPtcDataset:
             for attr, col in PTC_COLUMNS.items():
                 if col not in table.colnames:
                     continue
-                value = np.array(row[col])
+                value = row[col]
+                if np.ma.isMaskedArray(value) or isinstance(value, np.ma.core.MaskedConstant):
+                    # astropy masks NaN when reading FITS: restore the NaN.
+                    value = np.ma.filled(np.ma.asarray(value, dtype=np.float64), np.nan)
+                value = np.array(value)
                 if attr in _MATRICES:
                     value = value.reshape(-1, side if attr != "covariancesModel" else side_fit,
                                           side if attr != "covariancesModel" else side_fit)  # fmt: skip
@@ -207,7 +211,7 @@ class EoPtcFitsFormatter(FormatterV2):
     def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
         # Docstring inherited.
         with fits.open(path, memmap=False) as hdul:
-            table = Table.read(hdul[1])
+            table = Table.read(hdul[1], mask_invalid=False)
         return EoPtcDataset.from_table(table)
 
     def write_local_file(self, in_memory_dataset: EoPtcDataset, uri: ResourcePath) -> None:

@@ -46,12 +46,16 @@ class RunStep:
         Exposure selection, ANDed with the instrument, run and detector constraints.
     certify : `tuple` [`str`]
         Calibration dataset types to certify after the step.
+    select_exposures : `bool`
+        False for steps that gather earlier steps' outputs (run summary): they run on the chain
+        of the earlier outputs with no exposure selection.
     """
 
     name: str
     pipeline: str
     where: str
     certify: tuple[str, ...] = ()
+    select_exposures: bool = True
 
 
 @dataclass
@@ -89,7 +93,13 @@ def load_run_type(name_or_path: str) -> tuple[str, list[RunStep]]:
     with open(path) as f:
         spec = yaml.safe_load(f)
     steps = [
-        RunStep(name=s["name"], pipeline=s["pipeline"], where=s["where"], certify=tuple(s.get("certify", ())))
+        RunStep(
+            name=s["name"],
+            pipeline=s["pipeline"],
+            where=s.get("where", ""),
+            certify=tuple(s.get("certify", ())),
+            select_exposures=bool(s.get("select_exposures", True)),
+        )
         for s in spec["steps"]
     ]
     return spec.get("name", os.path.basename(path)[:-5]), steps
@@ -215,19 +225,37 @@ def run_analysis(
         if steps and step.name not in steps:
             continue
         output = f"{output_prefix}/{run}/{step.name}"
-        query = _query(run, step.where, detectors)
-        try:
-            n = len(
-                butler.query_datasets("raw", collections=list(inputs), where=query, limit=None, explain=False)
-            )
-        except (MissingDatasetTypeError, MissingCollectionError):
-            n = 0  # nothing ingested yet
-        if n == 0:
-            msg = f"no exposure matches {query!r}: step {step.name!r} skipped"
-            _LOG.warning(msg)
-            results.append(StepResult(step, "skipped", output, msg))
-            continue
-        collections = list(inputs)
+        earlier = [
+            f"{output_prefix}/{run}/{s.name}"
+            for s in reversed(all_steps[: all_steps.index(step)])
+            if _exists(butler, f"{output_prefix}/{run}/{s.name}")
+        ]
+        if step.select_exposures:
+            query = _query(run, step.where, detectors)
+            try:
+                n = len(
+                    butler.query_datasets(
+                        "raw", collections=list(inputs), where=query, limit=None, explain=False
+                    )
+                )
+            except (MissingDatasetTypeError, MissingCollectionError):
+                n = 0  # nothing ingested yet
+            if n == 0:
+                msg = f"no exposure matches {query!r}: step {step.name!r} skipped"
+                _LOG.warning(msg)
+                results.append(StepResult(step, "skipped", output, msg))
+                continue
+            collections = list(inputs)
+        else:
+            # A gathering step: the earlier steps' outputs are its inputs.
+            query = " AND ".join(p for p in ("instrument = 'LSSTCam'", step.where) if p)
+            n = len(earlier)
+            if n == 0:
+                msg = f"no earlier step output for run {run}: step {step.name!r} skipped"
+                _LOG.warning(msg)
+                results.append(StepResult(step, "skipped", output, msg))
+                continue
+            collections = earlier + list(inputs)
         if _exists(butler, calib):
             collections.append(calib)
         pipeline = step.pipeline if os.path.isabs(step.pipeline) else pipelines_dir(step.pipeline)
@@ -238,7 +266,7 @@ def run_analysis(
         if dry_run:
             _LOG.info("[dry run] %s", shell_join(cmd))
             continue
-        _LOG.info("Step %s: %d exposure-detector(s) -> %s", step.name, n, output)
+        _LOG.info("Step %s: %d input(s) -> %s", step.name, n, output)
         proc = _run_command(cmd)
         if proc.returncode != 0:
             result.status = "failed"
@@ -249,7 +277,12 @@ def run_analysis(
         butler.registry.refresh()
         counts = _produced(butler, output, _pipeline_outputs(pipeline))
         missing = [name for name, n in counts.items() if n == 0]
-        result.message = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        if len(counts) > 12:
+            result.message = (
+                f"{sum(1 for n in counts.values() if n)} dataset types, {sum(counts.values())} datasets"
+            )
+        else:
+            result.message = ", ".join(f"{name}: {n}" for name, n in counts.items())
         if missing:
             result.status = "partial"
             result.message += f" -- nothing written for {', '.join(missing)} (see the pipetask log)"
@@ -285,7 +318,12 @@ def run_analysis(
     if outputs and not dry_run:
         umbrella = f"{output_prefix}/{run}"
         butler.collections.register(umbrella, CollectionType.CHAINED)
-        chain = list(reversed(outputs))
+        # Every step output of the run (this invocation's and earlier ones'), latest step first.
+        chain = [
+            f"{output_prefix}/{run}/{s.name}"
+            for s in reversed(all_steps)
+            if _exists(butler, f"{output_prefix}/{run}/{s.name}")
+        ]
         if _exists(butler, calib):
             chain.append(calib)
         butler.collections.redefine_chain(umbrella, chain)

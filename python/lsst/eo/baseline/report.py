@@ -1,0 +1,480 @@
+"""The baseline-characterization report: HTML page and reStructuredText, with run-to-run differences.
+
+`build_report` reads a run's ``eoRunSummary`` (or builds it from the per-detector metric tables if
+the summary step did not run), the plots written as butler ``Plot`` datasets (drawing any that are
+missing), and writes ``OUT/index.html`` and ``OUT/report.rst`` with the images beside them in
+``OUT/images``.  Sections follow the baseline-characterization technote: bias, dark, stability
+flat, flat pair, wavelength flats, persistence, and the differences from a previous run.  Each
+section has, per metric, the per-vendor median and 5th/95th percentiles, the number and the list
+of amplifiers outside the LSSTCam specification, and the plots.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ReportResult", "build_report", "compare_summaries", "load_run_summary", "metric_statistics"]
+
+import html
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from lsst.daf.butler import Butler
+from lsst.utils.logging import getLogger
+
+from .camera import get_camera
+from .metrics import MetricSpec, load_metrics, load_sections, out_of_spec
+from .plotTasks import mosaic_dataset_name
+from .runSummary import SUMMARY_DATASETS, build_run_summary
+
+_LOG = getLogger(__name__)
+
+VENDORS = ("ITL", "E2V")
+_DETECTOR_PLOTS = {
+    "bias": [("eoBiasStabilityPlot", "Bias level versus time")],
+    "stability": [("eoGainStabilityPlot", "Normalised flat signal versus time")],
+    "flat": [("eoPtcPlot", "Photon transfer curves"), ("eoLinearityPlot", "Linearity residuals")],
+    "persistence": [("eoPersistencePlot", "Persistence decay")],
+}
+_MAX_LISTED = 40
+
+
+@dataclass
+class ReportResult:
+    """What `build_report` wrote.
+
+    Attributes
+    ----------
+    html : `str`
+        Path of the HTML page.
+    rst : `str`
+        Path of the reStructuredText version.
+    n_images : `int`
+        Images written beside them.
+    missing : `list` [`str`]
+        Metrics without any value in the run.
+    """
+
+    html: str
+    rst: str
+    n_images: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+def load_run_summary(butler: Butler, collections: str | Sequence[str]) -> Table:
+    """The run's ``eoRunSummary``, or one built from the per-detector metric tables."""
+    try:
+        return butler.get("eoRunSummary", instrument="LSSTCam", collections=collections)
+    except Exception:  # noqa: BLE001 - any failure: fall back to building it
+        _LOG.info("No eoRunSummary in %s: building it from the per-detector tables", collections)
+    tables: dict[str, dict[int, Table]] = {}
+    for name in SUMMARY_DATASETS:
+        try:
+            refs = butler.query_datasets(name, collections=collections, limit=None, explain=False)
+        except Exception:  # noqa: BLE001 - dataset type never registered
+            refs = []
+        tables[name] = {ref.dataId["detector"]: butler.get(ref) for ref in refs}
+    return build_run_summary(tables)
+
+
+def metric_statistics(summary: Table, metric: MetricSpec) -> dict[str, Any]:
+    """Per-vendor median and 5th/95th percentiles, and the amplifiers out of spec."""
+    values = np.asarray(summary[metric.name], dtype=np.float64) if metric.name in summary.colnames else None
+    out: dict[str, Any] = {"vendors": {}, "out_of_spec": [], "n_measured": 0}
+    if values is None:
+        return out
+    vendors = np.asarray(summary["vendor"]).astype(str)
+    finite = np.isfinite(values)
+    out["n_measured"] = int(finite.sum())
+    for vendor in VENDORS:
+        sel = finite & (vendors == vendor)
+        if sel.any():
+            p5, med, p95 = np.percentile(values[sel], [5, 50, 95])
+            out["vendors"][vendor] = {
+                "n": int(sel.sum()),
+                "median": med,
+                "p5": p5,
+                "p95": p95,
+                "n_out": int(out_of_spec(metric, values[sel]).sum()),
+            }
+    bad = out_of_spec(metric, values)
+    out["out_of_spec"] = [f"{r['det_name']} {r['amp']}" for r in summary[bad]]
+    return out
+
+
+def compare_summaries(current: Table, previous: Table, metric: MetricSpec) -> dict[str, Any]:
+    """Differences of one metric between two runs.
+
+    Returns
+    -------
+    comparison : `dict`
+        ``vendors`` (medians before/after and median difference per vendor), ``changed`` (amps whose
+        change exceeds the metric's tolerance, with values), ``only_current`` / ``only_previous``
+        (amps measured in one run only), ``diff`` (table detector, amp, difference).
+    """
+
+    def values(table: Table) -> dict[tuple[int, str], float]:
+        if metric.name not in table.colnames:
+            return {}
+        return {
+            (int(r["detector"]), str(r["amp"])): float(r[metric.name])
+            for r in table
+            if np.isfinite(r[metric.name])
+        }
+
+    now, before = values(current), values(previous)
+    common = sorted(set(now) & set(before))
+    camera = get_camera()
+    out: dict[str, Any] = {"vendors": {}, "changed": [], "only_current": [], "only_previous": []}
+    rows = []
+    for vendor in VENDORS:
+        keys = [k for k in common if camera[k[0]].vendor == vendor]
+        if keys:
+            a = np.array([before[k] for k in keys])
+            b = np.array([now[k] for k in keys])
+            out["vendors"][vendor] = {
+                "n": len(keys),
+                "previous": float(np.median(a)),
+                "current": float(np.median(b)),
+                "median_diff": float(np.median(b - a)),
+            }
+    if common:
+        a = np.array([before[k] for k in common])
+        b = np.array([now[k] for k in common])
+        flags = metric.changed(a, b)
+        for k, x, y, flag in zip(common, a, b, flags, strict=True):
+            rows.append((k[0], camera[k[0]].name, k[1], camera[k[0]].vendor, y - x))
+            if flag:
+                out["changed"].append((f"{camera[k[0]].name} {k[1]}", x, y))
+    out["only_current"] = [f"{camera[k[0]].name} {k[1]}" for k in sorted(set(now) - set(before))]
+    out["only_previous"] = [f"{camera[k[0]].name} {k[1]}" for k in sorted(set(before) - set(now))]
+    out["diff"] = (
+        Table(rows=rows, names=("detector", "det_name", "amp", "vendor", metric.name)) if rows else None
+    )
+    return out
+
+
+def _fmt(value: float) -> str:
+    if value is None or not np.isfinite(value):
+        return "--"
+    a = abs(value)
+    if a != 0 and (a < 1e-3 or a >= 1e5):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+class _Writer:
+    """Accumulates the same content as HTML and reStructuredText."""
+
+    def __init__(self) -> None:
+        self.html: list[str] = []
+        self.rst: list[str] = []
+
+    def heading(self, text: str, level: int) -> None:
+        self.html.append(
+            f'<h{level} id="{html.escape(text.lower().replace(" ", "-"))}">{html.escape(text)}</h{level}>'
+        )
+        marks = {1: "#", 2: "=", 3: "-", 4: "~"}[level]
+        if level == 1:
+            self.rst.append(marks * len(text))
+        self.rst += [text, marks * len(text), ""]
+
+    def paragraph(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.rst += [text, ""]
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], css: str = "") -> None:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        self.html.append(f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+        self.rst += [".. list-table::", "   :header-rows: 1", ""]
+        for row in [header, *rows]:
+            self.rst.append(f"   * - {row[0] or ' '}")
+            self.rst += [f"     - {c or ' '}" for c in row[1:]]
+        self.rst.append("")
+
+    def images(self, items: Sequence[tuple[str, str]]) -> None:
+        if not items:
+            return
+        figs = "".join(
+            f'<figure><a href="{html.escape(path)}"><img src="{html.escape(path)}" alt="{html.escape(cap)}" '
+            f'loading="lazy"></a><figcaption>{html.escape(cap)}</figcaption></figure>'
+            for path, cap in items
+        )
+        self.html.append(f'<div class="gallery">{figs}</div>')
+        for path, cap in items:
+            self.rst += [f".. figure:: {path}", "   :width: 45%", "", f"   {cap}", ""]
+
+    def details(self, summary: str, items: Sequence[tuple[str, str]]) -> None:
+        if not items:
+            return
+        self.html.append(f"<details><summary>{html.escape(summary)} ({len(items)})</summary>")
+        self.images(items)
+        self.html.append("</details>")
+
+    def raw_html(self, text: str) -> None:
+        self.html.append(text)
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; }
+th { background: #eee; } td:first-child, th:first-child { text-align: left; }
+.gallery { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; width: 31%; } figure img { width: 100%; border: 1px solid #ccc; }
+figcaption { font-size: 0.8em; color: #555; }
+.bad { color: #b00; } .note { color: #555; font-size: 0.9em; }
+#broken-images { display: none; background: #fdd; padding: 0.5em; border: 1px solid #b00; }
+"""
+
+# Marks the document with the number of images that failed to load (a self-check for readers
+# and for the headless-browser test), and shows a warning if any did.
+_IMAGE_CHECK = """
+<script>
+window.addEventListener('load', function () {
+  var broken = 0;
+  document.querySelectorAll('img').forEach(function (img) {
+    if (!img.complete || img.naturalWidth === 0) { broken += 1; }
+  });
+  document.body.setAttribute('data-images', document.querySelectorAll('img').length);
+  document.body.setAttribute('data-broken-images', broken);
+  if (broken > 0) {
+    var div = document.getElementById('broken-images');
+    div.textContent = broken + ' image(s) failed to load.';
+    div.style.display = 'block';
+  }
+});
+</script>
+"""
+
+
+class _Images:
+    """Copies butler plots (or draws missing ones) into OUT/images."""
+
+    def __init__(self, butler: Butler | None, collections, out_dir: str):
+        self.butler = butler
+        self.collections = collections
+        self.dir = os.path.join(out_dir, "images")
+        os.makedirs(self.dir, exist_ok=True)
+        self.count = 0
+
+    def from_butler(self, dataset_type: str, name: str, **data_id: Any) -> str | None:
+        if self.butler is None:
+            return None
+        try:
+            uri = self.butler.getURI(
+                dataset_type, collections=self.collections, instrument="LSSTCam", **data_id
+            )
+        except Exception:  # noqa: BLE001 - absent plot
+            return None
+        dest = os.path.join(self.dir, name)
+        shutil.copyfile(uri.ospath, dest)
+        self.count += 1
+        return f"images/{name}"
+
+    def draw(self, figure, name: str) -> str:
+        figure.savefig(os.path.join(self.dir, name), dpi=80)
+        self.count += 1
+        return f"images/{name}"
+
+
+def build_report(
+    repo: str,
+    collections: str | Sequence[str],
+    out_dir: str,
+    compare: str | Sequence[str] | None = None,
+    specs: str | None = None,
+    title: str | None = None,
+) -> ReportResult:
+    """Write the report of a run.
+
+    Parameters
+    ----------
+    repo : `str`
+        Butler repository.
+    collections : `str` or sequence
+        Collection(s) of the run's outputs (e.g. ``u/eo/13600``).
+    out_dir : `str`
+        Output directory (created).
+    compare : `str` or sequence, optional
+        Collection(s) of a previous run to compare with.
+    specs : `str`, optional
+        YAML overriding specifications/tolerances (see `lsst.eo.baseline.metrics.load_metrics`).
+    title : `str`, optional
+        Page title.
+
+    Returns
+    -------
+    result : `ReportResult`
+    """
+    from .plotting import focal_plane_mosaic, vendor_histograms
+
+    os.makedirs(out_dir, exist_ok=True)
+    butler = Butler.from_config(repo)
+    summary = load_run_summary(butler, collections)
+    previous = load_run_summary(butler, compare) if compare else None
+    metrics = load_metrics(specs)
+    images = _Images(butler, collections, out_dir)
+    label = collections if isinstance(collections, str) else ",".join(collections)
+    title = title or f"LSSTCam EO baseline characterization: {label}"
+    w = _Writer()
+    w.heading(title, 1)
+    detectors = sorted(set(int(d) for d in summary["detector"])) if len(summary) else []
+    n_itl = sum(get_camera()[d].vendor == "ITL" for d in detectors)
+    w.paragraph(
+        f"Repository {repo}, collection {label}: {len(detectors)} detectors ({n_itl} ITL, "
+        f"{len(detectors) - n_itl} e2v), {len(summary)} amplifiers."
+        + (f" Compared with {compare if isinstance(compare, str) else ','.join(compare)}." if compare else "")
+    )
+    w.raw_html('<div id="broken-images"></div>')
+    missing = [
+        m.name
+        for m in metrics
+        if m.name not in summary.colnames
+        or not np.isfinite(np.asarray(summary[m.name], dtype=np.float64)).any()
+    ]
+    if missing:
+        w.paragraph(
+            "Not measured in this run (no data or the step did not run): "
+            + ", ".join(m.label for m in metrics if m.name in missing)
+            + "."
+        )
+    for section in load_sections():
+        section_metrics = [m for m in metrics if m.section == section.key]
+        w.heading(section.title, 2)
+        rows = []
+        for m in section_metrics:
+            st = metric_statistics(summary, m)
+            for vendor in VENDORS:
+                v = st["vendors"].get(vendor)
+                if v is None:
+                    rows.append([m.title, vendor, "0", "--", "--", "--", m.spec_text() or "--", "--"])
+                else:
+                    rows.append(
+                        [
+                            m.title,
+                            vendor,
+                            str(v["n"]),
+                            _fmt(v["median"]),
+                            _fmt(v["p5"]),
+                            _fmt(v["p95"]),
+                            m.spec_text() or "--",
+                            str(v["n_out"]) if m.spec_text() else "--",
+                        ]
+                    )
+        w.table(["metric", "vendor", "amps", "median", "5th pct", "95th pct", "spec", "out of spec"], rows)
+        for m in section_metrics:
+            bad = metric_statistics(summary, m)["out_of_spec"]
+            if bad:
+                listed = ", ".join(bad[:_MAX_LISTED]) + (
+                    f" ... ({len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""
+                )
+                w.paragraph(f"{m.label}: {len(bad)} amplifier(s) out of spec ({m.spec_text()}): {listed}.")
+        gallery = []
+        for m in section_metrics:
+            if m.name in missing:
+                continue
+            for kind in ("Mosaic", "Hist"):
+                name = f"{mosaic_dataset_name(m.name, kind)}.png"
+                path = images.from_butler(mosaic_dataset_name(m.name, kind), name)
+                if path is None:
+                    fig = (
+                        focal_plane_mosaic(summary, m.name, m.title, m.value_range, m.log)
+                        if kind == "Mosaic"
+                        else vendor_histograms(summary, m)
+                    )
+                    path = images.draw(fig, name)
+                gallery.append((path, f"{m.label}: {'focal plane' if kind == 'Mosaic' else 'per vendor'}"))
+        w.images(gallery)
+        for dataset_type, caption in _DETECTOR_PLOTS.get(section.key, []):
+            items = []
+            for det in detectors:
+                det_name = get_camera()[det].name
+                path = images.from_butler(dataset_type, f"{dataset_type}_{det_name}.png", detector=det)
+                if path:
+                    items.append((path, f"{caption}: {det_name}"))
+            w.details(f"{caption}, per detector", items)
+    if previous is not None:
+        _comparison_section(w, summary, previous, metrics, images, compare)
+    w.raw_html(_IMAGE_CHECK)
+    html_path = os.path.join(out_dir, "index.html")
+    with open(html_path, "w") as f:
+        f.write(
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
+            + html.escape(title)
+            + f"</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(w.html)
+            + "\n</body></html>\n"
+        )
+    rst_path = os.path.join(out_dir, "report.rst")
+    with open(rst_path, "w") as f:
+        f.write("\n".join(w.rst) + "\n")
+    summary.write(os.path.join(out_dir, "run_summary.ecsv"), format="ascii.ecsv", overwrite=True)
+    _LOG.info("Report written to %s (%d images)", html_path, images.count)
+    return ReportResult(html=html_path, rst=rst_path, n_images=images.count, missing=missing)
+
+
+def _comparison_section(
+    w: _Writer, summary: Table, previous: Table, metrics, images: _Images, compare
+) -> None:
+    from .plotting import focal_plane_mosaic
+
+    label = compare if isinstance(compare, str) else ",".join(compare)
+    w.heading("Differences from previous runs", 2)
+    w.paragraph(
+        f"This run minus {label}.  An amplifier is flagged when its change exceeds the metric's "
+        "tolerance (absolute or relative, see data/metrics.yaml)."
+    )
+    rows = []
+    notes = []
+    gallery = []
+    for m in metrics:
+        c = compare_summaries(summary, previous, m)
+        if not c["vendors"] and not c["only_current"] and not c["only_previous"]:
+            continue
+        for vendor in VENDORS:
+            v = c["vendors"].get(vendor)
+            if v is not None:
+                rows.append(
+                    [
+                        m.title,
+                        vendor,
+                        str(v["n"]),
+                        _fmt(v["previous"]),
+                        _fmt(v["current"]),
+                        _fmt(v["median_diff"]),
+                        str(len(c["changed"])),
+                    ]
+                )
+        if c["changed"]:
+            listed = ", ".join(f"{n} ({_fmt(a)} -> {_fmt(b)})" for n, a, b in c["changed"][:_MAX_LISTED])
+            notes.append(f"{m.label}: {len(c['changed'])} amplifier(s) changed beyond tolerance: {listed}.")
+        if c["only_current"] or c["only_previous"]:
+            examples = ", ".join((c["only_current"] + c["only_previous"])[:8])
+            notes.append(
+                f"{m.label}: {len(c['only_current'])} amplifier(s) only in this run, "
+                f"{len(c['only_previous'])} only in the previous one (e.g. {examples})."
+            )
+        if c["diff"] is not None and len(c["diff"]):
+            name = f"{mosaic_dataset_name(m.name, 'Diff')}.png"
+            fig = focal_plane_mosaic(c["diff"], m.name, f"{m.title}: this run - previous", diverging=True)
+            gallery.append((images.draw(fig, name), f"{m.label}: difference"))
+    w.table(
+        [
+            "metric",
+            "vendor",
+            "amps in both",
+            "previous median",
+            "current median",
+            "median difference",
+            "amps changed",
+        ],
+        rows,
+    )
+    for note in notes:
+        w.paragraph(note)
+    w.images(gallery)
