@@ -11,6 +11,7 @@ STAMP := $(VENV)/.eo_baseline_setup
 PYTHON312 = $(shell scripts/find-python312)
 JOBS ?= 2
 DEMO_DIR ?= demo_output
+REGISTRY ?= sqlite
 
 .PHONY: setup demo test bench lint clean-demo
 
@@ -21,11 +22,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[test]'
 	$(BIN)/eo-baseline install-hooks
-	@scripts/install-chromium
+	@scripts/install-system-packages
 	@touch $@
 
 demo: setup
-	$(BIN)/eo-baseline demo --out $(DEMO_DIR) -j $(JOBS)
+	$(BIN)/eo-baseline demo --out $(DEMO_DIR) -j $(JOBS) --registry $(REGISTRY)
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --durations=15 tests

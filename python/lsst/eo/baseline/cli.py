@@ -142,6 +142,34 @@ def report_cmd(repo, collections, compare, out_dir, specs, title):
         click.echo(f"Metrics without data: {', '.join(result.missing)}")
 
 
+@main.group("postgres")
+def postgres_group() -> None:
+    """A private PostgreSQL server on loopback for a shared-registry repository."""
+
+
+@postgres_group.command("start")
+@click.argument("directory")
+@click.option("--port", type=int, default=0, help="TCP port (default: a free one, kept across restarts).")
+def postgres_start_cmd(directory: str, port: int) -> None:
+    """Create (first time) and start a PostgreSQL cluster in DIRECTORY; print the registry URL."""
+    from .pgserver import PostgresServer
+
+    server = PostgresServer(directory, port=port).start()
+    click.echo(f"PostgreSQL running on 127.0.0.1:{server.port}.")
+    click.echo(f"export LSST_DB_AUTH={server.auth_file}")
+    click.echo(f"eo-baseline create-repo REPO --registry-db {server.url}")
+
+
+@postgres_group.command("stop")
+@click.argument("directory")
+def postgres_stop_cmd(directory: str) -> None:
+    """Stop the PostgreSQL cluster in DIRECTORY (its data stay on disk)."""
+    from .pgserver import PostgresServer
+
+    PostgresServer(directory).stop()
+    click.echo(f"PostgreSQL in {directory} stopped.")
+
+
 def _register_commands() -> None:
     """Attach the commands that live in their own modules."""
     from .demo import demo_cmd

@@ -1,7 +1,8 @@
 """``eo-baseline demo``: a simulated run, end to end, on an embedded SQLite repository.
 
 1. simulate a short B protocol for one e2v and one ITL CCD (raw files + truth);
-2. create a SQLite butler repository and ingest the raws;
+2. create a SQLite butler repository (``--registry postgres``: PostgreSQL on loopback) and ingest
+   the raws;
 3. run the B-protocol analysis (all steps, with calibration certification, and the run summary);
 4. write the report (HTML and reStructuredText);
 5. print where everything is and a comparison of a few measured metrics with the injected truth.
@@ -19,6 +20,8 @@ import click
 import numpy as np
 from lsst.daf.butler import Butler
 from lsst.utils.logging import getLogger
+
+from .pgserver import PostgresServer
 
 _LOG = getLogger(__name__)
 
@@ -76,42 +79,79 @@ def _compare(repo: str, collection: str, truth_dir: str, detectors: str) -> list
     return lines
 
 
-def run_demo(out: str, jobs: int = 2, plan: str = "b_protocol_demo", detectors: str = DEMO_DETECTORS) -> dict:
-    """Run the demo; returns the paths and collections it produced."""
+def run_demo(
+    out: str,
+    jobs: int = 2,
+    plan: str = "b_protocol_demo",
+    detectors: str = DEMO_DETECTORS,
+    registry: str = "sqlite",
+) -> dict:
+    """Run the demo; returns the paths and collections it produced.
+
+    Parameters
+    ----------
+    out : `str`
+        Output directory (replaced).
+    jobs : `int`
+        Processes for simulation and ingest.
+    plan : `str`
+        Acquisition plan to simulate.
+    detectors : `str`
+        Detector selection.
+    registry : `str`
+        ``sqlite`` (embedded default) or ``postgres``: a private PostgreSQL server started in
+        ``out/postgres`` on loopback, stopped again at the end (``eo-baseline postgres start
+        out/postgres`` brings it back to read the outputs).
+    """
     from .ingest import ingest_raws, log_report
     from .repo import create_repo
     from .runner import run_analysis
     from .simulator import simulate
 
     t0 = time.time()
+    pg_root = os.path.join(out, "postgres")
+    if os.path.exists(os.path.join(pg_root, "server")):
+        PostgresServer(pg_root).destroy()  # a previous demo's server and its database
     if os.path.exists(out):
         shutil.rmtree(out)
     raw_dir = os.path.join(out, "raws")
     repo = os.path.join(out, "repo")
     _LOG.info("Simulating plan %s for %s into %s", plan, detectors, raw_dir)
     files = simulate(plan, detectors, raw_dir, run=DEMO_RUN, seed=1, jobs=jobs)
-    _LOG.info("Creating SQLite repository %s and ingesting %d files", repo, len(files))
-    butler = create_repo(repo)
-    report = ingest_raws(butler, [raw_dir], jobs=jobs)
-    log_report(report)
-    if not report.ok:
-        raise RuntimeError(report.summary())
-    del butler
-    results = run_analysis(repo, DEMO_RUN, "b_protocol", jobs=1)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        raise RuntimeError(f"Step {failed[0].step.name} failed: {failed[0].message}")
-    collection = f"u/eo/{DEMO_RUN}"
-    from .report import build_report
+    server = None
+    if registry == "postgres":
+        server = PostgresServer(pg_root).start()
+    elif registry != "sqlite":
+        raise ValueError(f"registry must be 'sqlite' or 'postgres', not {registry!r}")
+    try:
+        _LOG.info("Creating %s repository %s and ingesting %d files", registry, repo, len(files))
+        butler = create_repo(repo, registry_db=server.url if server else None)
+        report = ingest_raws(butler, [raw_dir], jobs=jobs)
+        log_report(report)
+        if not report.ok:
+            raise RuntimeError(report.summary())
+        del butler
+        results = run_analysis(repo, DEMO_RUN, "b_protocol", jobs=1)
+        failed = [r for r in results if r.status == "failed"]
+        if failed:
+            raise RuntimeError(f"Step {failed[0].step.name} failed: {failed[0].message}")
+        collection = f"u/eo/{DEMO_RUN}"
+        from .report import build_report
 
-    written = build_report(repo, collection, os.path.join(out, "report"))
+        written = build_report(repo, collection, os.path.join(out, "report"))
+        comparison = _compare(repo, collection, raw_dir, detectors)
+    finally:
+        if server is not None:
+            server.stop()
     return {
         "report": written.html,
         "raws": raw_dir,
         "repo": repo,
         "collection": collection,
         "steps": results,
-        "comparison": _compare(repo, collection, raw_dir, detectors),
+        "comparison": comparison,
+        "registry": registry,
+        "postgres": pg_root if server else None,
         "seconds": time.time() - t0,
     }
 
@@ -123,9 +163,16 @@ def run_demo(out: str, jobs: int = 2, plan: str = "b_protocol_demo", detectors: 
 )
 @click.option("--plan", default="b_protocol_demo", show_default=True, help="Acquisition plan to simulate.")
 @click.option("--detectors", default=DEMO_DETECTORS, show_default=True, help="Detectors to simulate.")
-def demo_cmd(out: str, jobs: int, plan: str, detectors: str) -> None:
-    """Simulate a run, ingest it into a new SQLite repo, run the EO pipelines, show the outputs."""
-    result = run_demo(out, jobs=jobs, plan=plan, detectors=detectors)
+@click.option(
+    "--registry",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="Registry database: embedded SQLite, or a private PostgreSQL server on loopback.",
+)
+def demo_cmd(out: str, jobs: int, plan: str, detectors: str, registry: str) -> None:
+    """Simulate a run, ingest it into a new butler repo, run the EO pipelines, show the outputs."""
+    result = run_demo(out, jobs=jobs, plan=plan, detectors=detectors, registry=registry)
     click.echo("")
     click.echo(f"Demo finished in {result['seconds']:.0f} s.")
     click.echo(f"  raw files and truth : {result['raws']}")
@@ -140,4 +187,9 @@ def demo_cmd(out: str, jobs: int, plan: str, detectors: str) -> None:
         f"Read the outputs with: Butler('{result['repo']}', collections='{result['collection']}')"
         ".get('eoReadNoise', instrument='LSSTCam', detector=94)"
     )
+    if result["postgres"]:
+        click.echo(
+            f"The registry is PostgreSQL (stopped now): run 'eo-baseline postgres start {result['postgres']}'"
+            f" and export LSST_DB_AUTH={os.path.join(result['postgres'], 'db-auth.yaml')} to read it."
+        )
     click.echo(f"Report: {os.path.abspath(result['report'])}")
