@@ -1,7 +1,8 @@
 # eo_baseline developer and user entry points.
 #   make demo   - the main job: simulate a run, ingest it into a SQLite butler repo, run the pipelines
 #   make test   - the whole test suite
-#   make bench  - benchmarks, written to bench/results.json
+#   make bench  - benchmarks, written to bench/results.json (SCALE_FROM=file.json reuses the
+#                 figures of an earlier full-focal-plane scale run instead of re-running it)
 # Each target builds the environment (.venv, from a Python 3.12 interpreter) when needed.
 
 SHELL := /bin/bash
@@ -32,7 +33,7 @@ test: setup
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --durations=15 tests
 
 bench: setup
-	$(BIN)/python -m lsst.eo.baseline.bench --out bench/results.json
+	$(BIN)/python -m lsst.eo.baseline.bench --out bench/results.json $(if $(SCALE_FROM),--scale-from $(SCALE_FROM))
 
 lint: setup
 	$(BIN)/ruff check python tests

@@ -15,6 +15,8 @@ Per exposure and amplifier (adu):
 Per amplifier over the run: mean level, drift (slope of a straight-line fit of ``level_adu`` versus
 time, times the time span), peak-to-peak, and scatter about the fit.  Clipped means are used
 rather than medians because raw counts are integers: a median of integers moves in 0.5 adu steps.
+Amplifiers all zero, saturated or dead in any bias have NaN summary values and a non-zero
+``flags`` column (`lsst.eo.baseline.ampFlags`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats
+from .ampFlags import apply_amp_flags, nan_median, raw_amp_flags
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
 from .camera import DetectorInfo, get_camera
 from .isrTask import EoIsrTask
@@ -180,6 +183,7 @@ class EoBiasStabilityTask(PipelineTask):
         if not raws:
             raise NoWorkFound(f"No bias for {detector.name}")
         rows = []
+        flags: dict[str, int] = {}
         exposure_info: list[dict[str, Any]] = []
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
@@ -189,6 +193,8 @@ class EoBiasStabilityTask(PipelineTask):
                     for h, r in zip(raws, exposures, strict=True)
                 ]
             for amp in group:
+                for r in exposures:
+                    flags[amp] = flags.get(amp, 0) | raw_amp_flags(r[amp])
                 rows.extend(
                     self._measure(r[amp], info) for r, info in zip(exposures, exposure_info, strict=True)
                 )
@@ -231,9 +237,10 @@ class EoBiasStabilityTask(PipelineTask):
             if name.endswith("_adu"):
                 summary[name].unit = "adu"
         summary["level_slope_adu_per_hour"].unit = "adu/h"
+        apply_amp_flags(summary, flags)
         meta = {"DETECTOR": detector.id, "DET_NAME": detector.name}
         summary.meta.update(meta)
         per_exposure.meta.update(meta)
         self.log.info("%s: %d biases, median level drift %.3f adu", detector.name, len(raws),
-                      float(np.nanmedian(summary["level_drift_adu"])))  # fmt: skip
+                      nan_median(summary["level_drift_adu"]))  # fmt: skip
         return Struct(stability=summary, exposures=per_exposure)

@@ -4,6 +4,10 @@ Each raw is run through `~lsst.eo.baseline.isrTask.EoIsrTask` and the stack is c
 pixel with the afw MEANCLIP rule (3 sigma, 3 passes), as cp_pipe's ``CalibCombineTask`` does.
 Amplifiers are processed in small groups so that memory stays bounded for any number of inputs.
 
+Amplifiers that are all zero, saturated or dead in any input (`lsst.eo.baseline.ampFlags`), or
+flagged in the combined bias used, are left out: their pixels are masked ``BAD`` and their flags
+are recorded in the metadata (``AMP_FLAGS``) for the tasks that use the calibration.
+
 Both outputs are calibration dataset types: certify them with ``butler certify-calibrations`` to
 make them available to later pipelines as prerequisite inputs.
 
@@ -46,6 +50,13 @@ from lsst.pipe.base import (
 )
 from lsst.pipe.base import connectionTypes as cT
 
+from .ampFlags import (
+    FLAGS_METADATA_KEY,
+    describe_flagged,
+    encode_amp_flags,
+    metadata_amp_flags,
+    raw_amp_flags,
+)
 from .ampStream import amp_groups, read_amp_group
 from .camera import DetectorInfo
 from .isr import assemble_ccd, split_ccd
@@ -84,6 +95,20 @@ def make_calib_image(
         variance=Image(np.nan_to_num(variance, nan=0.0).astype(np.float32)),
         metadata=metadata,
     )
+
+
+def _flagged_stack(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack result of a flagged amplifier: NaN values (masked BAD by `make_calib_image`), no inputs."""
+    nan = np.full(shape, np.nan, dtype=np.float32)
+    return nan, nan.copy(), np.zeros(shape, dtype=np.int32)
+
+
+def _input_flags(exposures: Sequence[Any], amp: str, inherited: dict[str, int]) -> int:
+    """Flags of one amplifier over a stack's raw inputs, ORed with those of the calibration used."""
+    flags = inherited.get(amp, 0)
+    for raw in exposures:
+        flags |= raw_amp_flags(raw[amp])
+    return flags
 
 
 def amp_views(calib: MaskedImage | None, detector: DetectorInfo) -> dict[str, np.ndarray] | None:
@@ -174,16 +199,25 @@ class EoBiasTask(PipelineTask):
                 f"{len(raws)} bias exposure(s) for {detector.name}; need {self.config.minInputs}"
             )
         means, variances, counts = {}, {}, {}
+        flags: dict[str, int] = {}
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
             for amp in group:
+                flags[amp] = _input_flags(exposures, amp, {})
+                if flags[amp]:
+                    means[amp], variances[amp], counts[amp] = _flagged_stack(exposures[0][amp].data.shape)
+                    continue
                 stack = np.stack([self.isr.run_amp(r[amp]).image.astype(np.float32) for r in exposures])
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter
                 )
         metadata = {"OBSTYPE": "BIAS", "UNITS": "adu", "NINPUTS": len(raws), "DETECTOR": detector.id,
-                    "DET_NAME": detector.name}  # fmt: skip
+                    "DET_NAME": detector.name, FLAGS_METADATA_KEY: encode_amp_flags(flags)}  # fmt: skip
         self.log.info("Combined %d biases for %s", len(raws), detector.name)
+        if any(flags.values()):
+            self.log.warning(
+                "%s: amplifier(s) %s masked BAD in eoBias", detector.name, describe_flagged(flags)
+            )
         return Struct(bias=make_calib_image(detector, means, variances, counts, metadata))
 
 
@@ -281,7 +315,9 @@ class EoDarkTask(PipelineTask):
                 f"{len(raws)} dark exposure(s) for {detector.name}; need {self.config.minInputs}"
             )
         bias_amps = amp_views(bias, detector)
+        inherited = metadata_amp_flags(bias.metadata) if bias is not None else {}
         means, variances, counts = {}, {}, {}
+        flags: dict[str, int] = {}
         dark_times = []
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
@@ -291,6 +327,10 @@ class EoDarkTask(PipelineTask):
             if min(dark_times) <= 0:
                 raise ValueError(f"A dark of {detector.name} has DARKTIME <= 0: {dark_times}")
             for amp in group:
+                flags[amp] = _input_flags(exposures, amp, inherited)
+                if flags[amp]:
+                    means[amp], variances[amp], counts[amp] = _flagged_stack(exposures[0][amp].data.shape)
+                    continue
                 stack = np.stack(
                     [
                         (
@@ -307,8 +347,13 @@ class EoDarkTask(PipelineTask):
                 )
         units = "electron/s" if self.config.isr.doApplyGains else "adu/s"
         metadata = {"OBSTYPE": "DARK", "UNITS": units, "NINPUTS": len(raws), "DETECTOR": detector.id,
-                    "DET_NAME": detector.name, "DARKTIME_MEAN": float(np.mean(dark_times))}  # fmt: skip
+                    "DET_NAME": detector.name, "DARKTIME_MEAN": float(np.mean(dark_times)),
+                    FLAGS_METADATA_KEY: encode_amp_flags(flags)}  # fmt: skip
         self.log.info("Combined %d darks for %s (%s)", len(raws), detector.name, units)
+        if any(flags.values()):
+            self.log.warning(
+                "%s: amplifier(s) %s masked BAD in eoDark", detector.name, describe_flagged(flags)
+            )
         return Struct(dark=make_calib_image(detector, means, variances, counts, metadata))
 
 
@@ -404,32 +449,43 @@ class EoFlatTask(PipelineTask):
         if len(raws) < self.config.minInputs:
             raise NoWorkFound(f"{len(raws)} flat(s) for {detector.name}; need {self.config.minInputs}")
         bias_amps = amp_views(bias, detector)
+        inherited = metadata_amp_flags(bias.metadata) if bias is not None else {}
         means, variances, counts = {}, {}, {}
+        flags: dict[str, int] = {}
         levels: np.ndarray | None = None
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
+            for amp in group:
+                flags[amp] = _input_flags(exposures, amp, inherited)
+                if flags[amp]:
+                    means[amp], variances[amp], counts[amp] = _flagged_stack(exposures[0][amp].data.shape)
+            good = [amp for amp in group if not flags[amp]]
+            if not good:
+                continue
             images = {
                 amp: [
                     self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp]).image
                     for r in exposures
                 ]
-                for amp in group
+                for amp in good
             }
             if levels is None:
-                # Each flat's level (source flux), from a subsample of the first amplifiers read;
+                # Each flat's level (source flux), from a subsample of the first good amplifiers read;
                 # it is common to all amplifiers, so memory never holds more than one group.
                 levels = np.median(
-                    [[float(np.median(img[::8, ::8])) for img in images[amp]] for amp in group], axis=0
+                    [[float(np.median(img[::8, ::8])) for img in images[amp]] for amp in good], axis=0
                 )
                 if np.any(~np.isfinite(levels)) or np.any(levels <= 0):
                     raise ValueError(f"A flat of {detector.name} has a non-positive level: {levels}")
-            for amp in group:
+            for amp in good:
                 stack = np.stack(
                     [img / np.float32(level) for img, level in zip(images.pop(amp), levels, strict=True)]
                 )
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter
                 )
+        if levels is None:
+            raise ValueError(f"Every amplifier of {detector.name} is flagged: {describe_flagged(flags)}")
         metadata = {
             "OBSTYPE": "FLAT",
             "UNITS": "",
@@ -437,7 +493,12 @@ class EoFlatTask(PipelineTask):
             "DETECTOR": detector.id,
             "DET_NAME": detector.name,
             "LEVEL_MEDIAN_ADU": float(np.median(levels)),
+            FLAGS_METADATA_KEY: encode_amp_flags(flags),
         }
+        if any(flags.values()):
+            self.log.warning(
+                "%s: amplifier(s) %s masked BAD in eoFlat", detector.name, describe_flagged(flags)
+            )
         self.log.info(
             "Combined %d flats for %s (median level %.0f adu)", len(raws), detector.name, np.median(levels)
         )

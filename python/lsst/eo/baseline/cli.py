@@ -74,8 +74,13 @@ def ingest_cmd(
     """
     from lsst.daf.butler import Butler
 
-    from .ingest import ingest_raws, log_report
+    from .ingest import ingest_raws, log_report, validate_run_name
 
+    if run is not None:
+        try:
+            validate_run_name(run)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--run") from None
     butler = Butler.from_config(repo, writeable=True)
     report = ingest_raws(butler, paths, transfer=transfer, jobs=jobs, run=run, progress=not no_progress)
     log_report(report, logging.getLogger("lsst.eo.baseline.ingest"))
@@ -97,7 +102,16 @@ def ingest_cmd(
 @click.option("--detectors", default=None, help="Detector selection (names, rafts, ids), default all.")
 @click.option("--steps", default=None, help="Comma-separated step names to run (default all).")
 @click.option("--dry-run", is_flag=True, help="Print the commands without running them.")
-def run_cmd(repo, run_number, run_type, inputs, output_prefix, jobs, detectors, steps, dry_run):
+@click.option(
+    "--bps",
+    default=None,
+    help="Run each step as a BPS workflow: a compute site of config/bps/eo_common.yaml (local: parsl "
+    "with -j workers; slurm) or a site YAML file to include (config/bps/sites/).",
+)
+@click.option("--submit-dir", default=None, help="Directory of the BPS submit files (default ./submit).")
+def run_cmd(
+    repo, run_number, run_type, inputs, output_prefix, jobs, detectors, steps, dry_run, bps, submit_dir
+):
     """Run the EO analysis of acquisition run RUN in REPO (pipelines in order, with certification)."""
     from .camera import get_camera
     from .runner import run_analysis
@@ -105,7 +119,8 @@ def run_cmd(repo, run_number, run_type, inputs, output_prefix, jobs, detectors, 
     det_ids = [d.id for d in get_camera().select(detectors)] if detectors else None
     results = run_analysis(
         repo, run_number, run_type, inputs=tuple(inputs.split(",")), output_prefix=output_prefix, jobs=jobs,
-        detectors=det_ids, steps=steps.split(",") if steps else None, dry_run=dry_run,
+        detectors=det_ids, steps=steps.split(",") if steps else None, dry_run=dry_run, bps=bps,
+        submit_dir=submit_dir,
     )  # fmt: skip
     for r in results:
         click.echo(

@@ -14,6 +14,9 @@ Deliberate deviation: cp_pipe's ``measureCti`` takes its "parallel overscan" row
 
 Overscan levels come from the usual per-row (serial) and per-column (parallel) corrections, which
 skip the leading overscan columns/rows that carry the deferred charge.
+
+Amplifiers all zero, saturated or dead in any flat, or flagged in the bias, have NaN values and a
+non-zero ``flags`` column in ``eoCti`` (`lsst.eo.baseline.ampFlags`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, clipped_stats_rows
+from .ampFlags import apply_amp_flags, describe_flagged, metadata_amp_flags, raw_amp_flags
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
 from .calibCombine import amp_views
 from .camera import AmpLayout, DetectorInfo, get_camera
@@ -66,11 +70,13 @@ def eper(corrected: np.ndarray, layout: AmpLayout, n_pixels: int = 2) -> dict[st
     parallel_trail = float(np.sum(clipped_stats_rows(parallel_rows)[0]))
     n_serial = d.x.stop  # data width + prescan width: transfers of the last data column
     n_parallel = d.y.stop
+    # numpy division: a zero or NaN image mean (a dead amplifier) gives NaN or inf, not an exception.
+    mean = np.float64(image_mean)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "image_mean": float(image_mean),
-            "serial_eper": serial_trail / (n_serial * image_mean),
-            "parallel_eper": parallel_trail / (n_parallel * image_mean),
+            "serial_eper": float(np.float64(serial_trail) / (n_serial * mean)),
+            "parallel_eper": float(np.float64(parallel_trail) / (n_parallel * mean)),
             "serial_trail": serial_trail,
             "parallel_trail": parallel_trail,
         }
@@ -172,12 +178,18 @@ class EoCtiTask(PipelineTask):
         if not raws:
             raise NoWorkFound(f"No flat for {detector.name}")
         bias_amps = amp_views(bias, detector)
+        flags = metadata_amp_flags(bias.metadata) if bias is not None else {}
         rows = []
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
             ids = [exposure_id_of(h, r) for h, r in zip(raws, exposures, strict=True)]
             for amp in group:
+                for r in exposures:
+                    flags[amp] = flags.get(amp, 0) | raw_amp_flags(r[amp])
                 for exp_id, r in zip(ids, exposures, strict=True):
+                    if flags[amp]:
+                        rows.append((exp_id, amp, np.nan, np.nan, np.nan, np.nan, np.nan))
+                        continue
                     isr = self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
                     work = isr.corrected
                     if bias_amps is not None:
@@ -216,6 +228,10 @@ class EoCtiTask(PipelineTask):
         )  # fmt: skip
         summary["high_signal_adu"].unit = "adu"
         summary["low_signal_adu"].unit = "adu"
+        apply_amp_flags(summary, flags)
+        if any(flags.values()):
+            self.log.warning("%s: CTI not measured for flagged amplifier(s) %s", detector.name,
+                             describe_flagged(flags))  # fmt: skip
         meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, "NPIXELS": cfg.nPixels}
         summary.meta.update(meta)
         per_exposure.meta.update(meta)

@@ -10,6 +10,9 @@ vertical runs per column; a column holding a run taller than ``column_threshold`
 dark: 100 pixels) is a defective column; the defect pixels of the other columns are counted as
 pixels.  Defect lists are stored as boxes (one per vertical run) in assembled-detector
 coordinates, 0-based: ``x0, y0, width, height`` as cp_pipe's defects tables.
+
+Amplifiers flagged in the metadata of the dark or flat (`lsst.eo.baseline.ampFlags`) are not
+searched; the count tables carry their ``flags``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnect
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats
+from .ampFlags import apply_amp_flags, metadata_amp_flags
 from .camera import DetectorInfo, get_camera
 
 
@@ -183,6 +187,7 @@ class EoBrightDefectsTask(PipelineTask):
             cfg.columnThreshold,
             "bright",
             {"THRESHOLD_E_PER_S": cfg.darkCurrentThreshold},
+            metadata_amp_flags(dark.metadata),
         )
         self.log.info(
             "%s: %d bright columns, %d bright pixels",
@@ -194,19 +199,34 @@ class EoBrightDefectsTask(PipelineTask):
 
 
 def _defect_products(
-    image: np.ndarray, detector: DetectorInfo, find, column_threshold: int, kind: str, meta: dict
+    image: np.ndarray,
+    detector: DetectorInfo,
+    find,
+    column_threshold: int,
+    kind: str,
+    meta: dict,
+    flags: dict[str, int] | None = None,
 ) -> tuple[Table, Table]:
-    """Per-amplifier defect counts and the defect list of a detector image."""
+    """Per-amplifier defect counts and the defect list of a detector image.
+
+    Amplifiers flagged in ``flags`` (bad in the calibration's inputs) are not searched: they have
+    no defect boxes, zero counts and their flags in the ``flags`` column.
+    """
+    flags = flags or {}
     mask = np.zeros(image.shape, dtype=bool)
     rows = []
     for layout in detector.ccd_type.amps:
         b = layout.bbox
+        if flags.get(layout.name):
+            rows.append((layout.name, 0, 0))
+            continue
         amp_mask = find(image[b.y.start : b.y.stop, b.x.start : b.x.stop])
         mask[b.y.start : b.y.stop, b.x.start : b.x.stop] = amp_mask
         rows.append((layout.name, *tabulate_amp_defects(amp_mask, column_threshold)))
     counts = Table(
         rows=rows, names=("amp", f"{kind}_columns", f"{kind}_pixels"), dtype=(str, np.int32, np.int32)
     )
+    apply_amp_flags(counts, flags)
     meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, **meta}
     counts.meta.update(meta)
     defects = defect_table(mask, detector)
@@ -288,6 +308,7 @@ class EoDarkDefectsTask(PipelineTask):
             cfg.columnThreshold,
             "dark",
             {"FRACTION": cfg.fracThresholdFlat},
+            metadata_amp_flags(flat.metadata),
         )
         self.log.info(
             "%s: %d dark columns, %d dark pixels",

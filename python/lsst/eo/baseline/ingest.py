@@ -4,24 +4,42 @@ daf_butler has no raw ingest of its own (that lives in obs_base, which is not in
 this module does the work: scan headers (in parallel), translate them into exposure records,
 register the records, then ingest the files with deterministic dataset ids so that re-running is
 a no-op.  Bad files never stop the others: each is reported with its path and the reason.
+
+Reliability (see ``doc/reliability.rst``):
+
+* an interrupted ingest (Ctrl-C, SIGKILL, node failure) is resumed by running it again: exposure
+  records are synchronised, raws already present are skipped and counted, files a killed copy
+  left behind are overwritten;
+* concurrent ingests into one repository serialise their writes on an advisory lock file in the
+  datastore root (`INGEST_LOCK_NAME`); header reading still runs in parallel.  Should a write race
+  anyway (a lock-less file system, another tool), conflicts on exposure records and datasets are
+  caught and re-checked against the repository instead of failing the ingest;
+* the RUN collection name is checked so that no file is written outside the datastore root, and
+  symbolic links to directories are not followed when searching directories.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "EXPOSURE_INFO_DATASET_TYPE",
+    "INGEST_LOCK_NAME",
     "IngestReport",
     "ScanResult",
     "find_raw_files",
     "ingest_raws",
     "scan_raw_file",
+    "validate_run_name",
 ]
 
+import contextlib
+import fcntl
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +67,10 @@ EXPOSURE_INFO_DATASET_TYPE = ("eoExposureInfo", ("instrument", "exposure"), "Str
 
 RAW_SUFFIXES = (".fits", ".fits.fz", ".fz", ".fit")
 TRANSFER_MODES = ("direct", "symlink", "relsymlink", "hardlink", "copy", "auto")
+INGEST_LOCK_NAME = ".eo_baseline_ingest.lock"
+"""Advisory lock file, in the datastore root, that serialises the write phase of concurrent ingests."""
 _BATCH = 500
+_MAX_NAMED = 5
 
 
 @dataclass
@@ -100,6 +121,8 @@ class IngestReport:
         ``(path, message)`` for defaults applied to headers.
     run : `str`
         RUN collection the raws went into.
+    skipped : `list` [`str`]
+        Paths of the files counted in ``already_present``.
     """
 
     n_files: int = 0
@@ -109,6 +132,7 @@ class IngestReport:
     bad: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     run: str = ""
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -137,6 +161,10 @@ def find_raw_files(paths: Iterable[str]) -> tuple[list[str], list[tuple[str, str
     paths : iterable of `str`
         Files or directories.  Directories are searched recursively for ``*.fits``,
         ``*.fits.fz`` and ``*.fz``; files given explicitly are taken whatever their name.
+        Hidden files are skipped, and symbolic links to directories met during the search are not
+        followed (each one is logged): a link could lead anywhere, into a loop or into another
+        run's data.  A directory given explicitly is searched even if it is itself a link, and
+        links to files are followed.
 
     Returns
     -------
@@ -149,8 +177,17 @@ def find_raw_files(paths: Iterable[str]) -> tuple[list[str], list[tuple[str, str
     missing: list[tuple[str, str]] = []
     for p in paths:
         if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
+            for root, dirs, files in os.walk(p, followlinks=False):
                 dirs.sort()
+                for name in dirs:
+                    full = os.path.join(root, name)
+                    if os.path.islink(full):
+                        _LOG.warning(
+                            "Not following symbolic link to a directory: %s -> %s (give it as an argument "
+                            "to ingest what it holds)",
+                            full,
+                            os.readlink(full),
+                        )
                 for name in files:
                     if name.endswith(RAW_SUFFIXES) and not name.startswith("."):
                         found.add(os.path.abspath(os.path.join(root, name)))
@@ -181,7 +218,7 @@ def scan_raw_file(path: str) -> ScanResult:
         where = f" (HDU {err.hdu})" if err.hdu is not None else ""
         return ScanResult(path=path, error=f"{err.reason}{where}")
     except HeaderError as err:
-        return ScanResult(path=path, error=f"bad header: {err}")
+        return ScanResult(path=path, error=f"bad primary header (HDU 0): {err}")
     except Exception as err:  # noqa: BLE001 - one file must never stop an ingest
         return ScanResult(path=path, error=f"unexpected error: {type(err).__name__}: {err}")
     record = dict(translation.record)
@@ -253,6 +290,153 @@ def _same_record(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [k for k in keys if a.get(k) != b.get(k)]
 
 
+def validate_run_name(run: str) -> None:
+    """Refuse RUN collection names that would put files outside the datastore root.
+
+    The datastore's file templates start with the RUN name and keep its slashes, so a name such as
+    ``../../elsewhere`` would make ``--transfer copy`` (and the ``eoExposureInfo`` datasets) write
+    outside the repository.
+
+    Parameters
+    ----------
+    run : `str`
+        RUN collection name.
+
+    Raises
+    ------
+    ValueError
+        If the name is empty, absolute, has an empty, ``.`` or ``..`` component, or holds a
+        backslash or a control character.
+    """
+    parts = run.split("/")
+    problem = None
+    if not run.strip():
+        problem = "it is empty"
+    elif run.startswith("/"):
+        problem = "it starts with '/'"
+    elif any(p in (".", "..") for p in parts):
+        problem = "it has a '.' or '..' component"
+    elif any(not p for p in parts):
+        problem = "it has an empty component ('//' or a trailing '/')"
+    elif "\\" in run or any(ord(c) < 32 for c in run):
+        problem = "it holds a backslash or a control character"
+    if problem:
+        raise ValueError(
+            f"RUN collection name {run!r} is refused: {problem}; files would be written outside the "
+            "repository's datastore root"
+        )
+
+
+def _lock_dir(butler: Butler) -> str | None:
+    """Local directory holding the datastore's files (where the ingest lock lives), if any."""
+    for root in (getattr(butler._datastore, "root", None), getattr(butler._config, "configDir", None)):
+        if root is not None and getattr(root, "isLocal", False) and root.scheme in ("file", ""):
+            return root.ospath
+    return None
+
+
+@contextlib.contextmanager
+def _ingest_lock(butler: Butler) -> Iterator[None]:
+    """Hold the repository's ingest lock (an advisory ``flock``, released when the process dies).
+
+    Waits for another ingest that holds it, saying so in the log.  If the lock cannot be taken
+    (remote datastore, read-only root, file system without locks) the ingest goes on without it:
+    the conflict handling in `ingest_raws` still keeps the repository consistent.
+    """
+    directory = _lock_dir(butler)
+    if directory is None:
+        _LOG.debug("Datastore root is not a local directory: ingest runs without the lock")
+        yield
+        return
+    path = os.path.join(directory, INGEST_LOCK_NAME)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    except OSError as err:
+        _LOG.warning("Cannot open the ingest lock %s (%s): going on without it", path, err.strerror)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _LOG.info("Another ingest is writing to this repository; waiting for it to end (lock %s)", path)
+            t0 = time.monotonic()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _LOG.info("Ingest lock acquired after %.1f s", time.monotonic() - t0)
+        except OSError as err:
+            _LOG.warning("Cannot lock %s (%s): going on without the lock", path, err.strerror)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _timespan(span: tuple[str, str]) -> Timespan:
+    return Timespan(
+        astropy.time.Time(span[0], format="isot", scale="tai"),
+        astropy.time.Time(span[1], format="isot", scale="tai"),
+    )
+
+
+def _existing_exposure(butler: Butler, exposure: int) -> dict[str, Any] | None:
+    """The repository's record of ``exposure`` as a dict, or `None`."""
+    records = butler.query_dimension_records(
+        "exposure", instrument="LSSTCam", where=f"exposure = {int(exposure)}", explain=False
+    )
+    return records[0].toDict() if records else None
+
+
+def _register_exposure(butler: Butler, rec: dict[str, Any], known_filters: set[str]) -> bool:
+    """Synchronise one exposure record (and its filter, day_obs, group); True if it was new."""
+    with butler.registry.transaction():
+        if rec["physical_filter"] not in known_filters:
+            butler.registry.syncDimensionData(
+                "physical_filter",
+                {"instrument": rec["instrument"], "name": rec["physical_filter"],
+                 "band": rec["physical_filter"].lower()[:32]},
+            )  # fmt: skip
+        butler.registry.syncDimensionData("day_obs", {"instrument": rec["instrument"], "id": rec["day_obs"]})
+        butler.registry.syncDimensionData("group", {"instrument": rec["instrument"], "name": rec["group"]})
+        inserted = butler.registry.syncDimensionData("exposure", rec)
+    known_filters.add(rec["physical_filter"])
+    return bool(inserted)
+
+
+def _sync_exposure(butler: Butler, s: ScanResult, known_filters: set[str]) -> tuple[bool, str | None]:
+    """Register the exposure of ``s``, surviving a concurrent insert of the same record.
+
+    Returns
+    -------
+    inserted : `bool`
+        True if this call added the record.
+    error : `str` or `None`
+        Why the exposure cannot be registered (its files are then reported as bad).
+    """
+    rec = dict(s.record)
+    rec["timespan"] = _timespan(rec.pop("timespan"))
+    error: Exception | None = None
+    for attempt in range(2):
+        try:
+            return _register_exposure(butler, rec, known_filters), None
+        except Exception as err:  # noqa: BLE001 - re-checked below
+            error = err
+        # The insert may have lost a race with a concurrent ingest of the same exposure: if the
+        # repository now holds an identical record, all is well.
+        try:
+            existing = _existing_exposure(butler, rec["id"])
+        except Exception:  # noqa: BLE001 - keep the original error
+            existing = None
+        if existing is not None:
+            diff = [k for k in rec if k in existing and existing[k] != rec[k]]
+            if not diff:
+                _LOG.debug("Exposure %d was registered by a concurrent ingest", rec["id"])
+                return False, None
+            detail = ", ".join(f"{k} is {existing[k]!r} there, {rec[k]!r} here" for k in diff)
+            return False, f"exposure record {rec['id']} conflicts with the repository: {detail}"
+        _LOG.debug("Registering exposure %d failed (attempt %d): %s", rec["id"], attempt + 1, error)
+    return False, f"exposure record {rec['id']} could not be registered: {error}"
+
+
 def ingest_raws(
     butler: Butler,
     paths: Iterable[str],
@@ -269,10 +453,11 @@ def ingest_raws(
     butler : `lsst.daf.butler.Butler`
         Writeable butler.  The LSSTCam instrument is registered if it is not yet.
     paths : iterable of `str`
-        Files and/or directories (searched recursively).
+        Files and/or directories (searched recursively, see `find_raw_files`).
     transfer : `str`, optional
         ``direct`` (use files in place), ``symlink``, ``relsymlink``, ``hardlink``, ``copy`` or
-        ``auto``.
+        ``auto``.  Whatever the source paths, transferred files land under the datastore root, at
+        names made from the data ID.
     jobs : `int`, optional
         Processes used to read headers.
     run : `str`, optional
@@ -283,12 +468,24 @@ def ingest_raws(
     Returns
     -------
     report : `IngestReport`
-        Counts, bad files with reasons, header warnings.
+        Counts, bad files with reasons, header warnings, skipped files.
+
+    Raises
+    ------
+    ValueError
+        If ``transfer`` is unknown or ``run`` is a name that would write outside the repository.
+
+    Notes
+    -----
+    Safe to re-run (files already present are skipped and counted), to interrupt (a re-run
+    resumes) and to run concurrently with other ingests into the same repository (writes are
+    serialised by a lock file in the datastore root; lost races are re-checked, not failed).
     """
     if transfer not in TRANSFER_MODES:
         raise ValueError(f"transfer must be one of {TRANSFER_MODES}, not {transfer!r}")
     instrument = LsstCam()
     run = run or instrument.makeDefaultRawIngestRunName()
+    validate_run_name(run)
     report = IngestReport(run=run)
     files, missing = find_raw_files(paths)
     report.bad.extend(missing)
@@ -324,6 +521,22 @@ def ingest_raws(
             seen[key] = s.path
             consistent.append(s)
 
+    with _ingest_lock(butler):
+        _write(butler, instrument, run, transfer, progress, exposures, consistent, report)
+    return report
+
+
+def _write(
+    butler: Butler,
+    instrument: LsstCam,
+    run: str,
+    transfer: str,
+    progress: bool,
+    exposures: dict[int, ScanResult],
+    consistent: list[ScanResult],
+    report: IngestReport,
+) -> None:
+    """The write phase of `ingest_raws` (run under the ingest lock)."""
     instrument.register(butler.registry)
     universe = butler.dimensions
     raw_type = DatasetType(RAW_DATASET_TYPE[0], RAW_DATASET_TYPE[1], RAW_DATASET_TYPE[2], universe=universe)
@@ -338,32 +551,10 @@ def ingest_raws(
     }
     rejected_exposures: dict[int, str] = {}
     for eid, s in exposures.items():
-        rec = dict(s.record)
-        begin, end = rec.pop("timespan")
-        rec["timespan"] = Timespan(
-            astropy.time.Time(begin, format="isot", scale="tai"),
-            astropy.time.Time(end, format="isot", scale="tai"),
-        )
-        try:
-            with butler.registry.transaction():
-                if rec["physical_filter"] not in known_filters:
-                    butler.registry.syncDimensionData(
-                        "physical_filter",
-                        {"instrument": rec["instrument"], "name": rec["physical_filter"],
-                         "band": rec["physical_filter"].lower()[:32]},
-                    )  # fmt: skip
-                    known_filters.add(rec["physical_filter"])
-                butler.registry.syncDimensionData(
-                    "day_obs", {"instrument": rec["instrument"], "id": rec["day_obs"]}
-                )
-                butler.registry.syncDimensionData(
-                    "group", {"instrument": rec["instrument"], "name": rec["group"]}
-                )
-                inserted = butler.registry.syncDimensionData("exposure", rec)
-        except Exception as err:  # noqa: BLE001 - report, keep going with other exposures
-            rejected_exposures[eid] = f"exposure record {eid} conflicts with the repository: {err}"
-            continue
-        if inserted:
+        inserted, error = _sync_exposure(butler, s, known_filters)
+        if error:
+            rejected_exposures[eid] = error
+        elif inserted:
             report.new_exposures += 1
 
     to_ingest: list[ScanResult] = []
@@ -375,34 +566,108 @@ def ingest_raws(
             to_ingest.append(s)
 
     existing = _existing_raw_keys(butler, run, {s.record["id"] for s in to_ingest})
-    new = [s for s in to_ingest if (s.record["id"], s.detector) not in existing]
-    report.already_present = len(to_ingest) - len(new)
+    new: list[ScanResult] = []
+    for s in to_ingest:
+        if (s.record["id"], s.detector) in existing:
+            report.skipped.append(s.path)
+            _LOG.debug("Already ingested, skipped: %s", s.path)
+        else:
+            new.append(s)
+    report.already_present = len(report.skipped)
 
     bar = _Progress(len(new), "Ingesting", progress and bool(new))
     for start in range(0, len(new), _BATCH):
         batch = new[start : start + _BATCH]
-        datasets = []
-        for s in batch:
-            data_id = butler.registry.expandDataId(
-                instrument=instrument.getName(), exposure=s.record["id"], detector=s.detector
-            )
-            ref = DatasetRef(raw_type, data_id, run=run, id_generation_mode=DatasetIdGenEnum.DATAID_TYPE_RUN)
-            datasets.append(FileDataset(path=s.path, refs=[ref], formatter=RawCcdFormatter))
-        try:
-            butler.ingest(*datasets, transfer=transfer, skip_existing=True)
-            report.ingested += len(batch)
-        except Exception as err:  # noqa: BLE001 - retry one by one to isolate the culprit
-            _LOG.warning("Batch ingest failed (%s); retrying file by file", err)
-            for s, ds in zip(batch, datasets, strict=True):
-                try:
-                    butler.ingest(ds, transfer=transfer, skip_existing=True)
-                    report.ingested += 1
-                except Exception as err1:  # noqa: BLE001
-                    report.bad.append((s.path, f"ingest failed: {err1}"))
+        _ingest_batch(butler, instrument, raw_type, run, transfer, batch, report)
         bar(len(batch))
 
     _put_exposure_info(butler, run, info_type, exposures, rejected_exposures)
-    return report
+
+
+def _make_dataset(
+    butler: Butler, instrument: LsstCam, raw_type: DatasetType, run: str, s: ScanResult
+) -> FileDataset:
+    data_id = butler.registry.expandDataId(
+        instrument=instrument.getName(), exposure=s.record["id"], detector=s.detector
+    )
+    ref = DatasetRef(raw_type, data_id, run=run, id_generation_mode=DatasetIdGenEnum.DATAID_TYPE_RUN)
+    return FileDataset(path=s.path, refs=[ref], formatter=RawCcdFormatter)
+
+
+def _ingest_batch(
+    butler: Butler,
+    instrument: LsstCam,
+    raw_type: DatasetType,
+    run: str,
+    transfer: str,
+    batch: list[ScanResult],
+    report: IngestReport,
+) -> None:
+    """Ingest one batch; on failure, re-check what is now present and retry the rest one by one."""
+    datasets = [_make_dataset(butler, instrument, raw_type, run, s) for s in batch]
+    try:
+        butler.ingest(*datasets, transfer=transfer, skip_existing=True)
+        report.ingested += len(batch)
+        return
+    except Exception as err:  # noqa: BLE001 - re-check, then isolate the culprit
+        _LOG.warning("Batch ingest failed (%s); re-checking the repository and retrying file by file", err)
+    for s, ds in zip(batch, datasets, strict=True):
+        if _now_present(butler, run, s, ds, report):
+            continue
+        try:
+            butler.ingest(ds, transfer=transfer, skip_existing=True)
+            report.ingested += 1
+        except Exception as err1:  # noqa: BLE001
+            if not _now_present(butler, run, s, ds, report):
+                report.bad.append((s.path, f"ingest failed: {err1}"))
+
+
+def _now_present(butler: Butler, run: str, s: ScanResult, ds: FileDataset, report: IngestReport) -> bool:
+    """After a failed ingest: is the dataset of ``s`` present now (a concurrent ingest won)?
+
+    If so it is counted as already present.  Should the registry have it but its file be gone (an
+    ingest that lost the race and rolled back removes the file it had just copied over the
+    winner's, which only happens without the ingest lock), the file is put back from ``s.path``.
+    """
+    ref = ds.refs[0]
+    try:
+        if (s.record["id"], s.detector) not in _existing_raw_keys(butler, run, {s.record["id"]}):
+            return False
+        stored = butler.stored(ref) or _restore_file(butler, ref, s.path)
+    except Exception as err:  # noqa: BLE001
+        _LOG.debug("Re-check of %s failed: %s", s.path, err)
+        return False
+    if stored:
+        _LOG.info("%s was ingested by a concurrent ingest: counted as already present", s.path)
+        report.already_present += 1
+        report.skipped.append(s.path)
+    else:
+        report.bad.append(
+            (s.path, "registered by a concurrent ingest but its file is missing from the datastore; "
+             f"remove the dataset (butler prune-datasets --purge {run}) and ingest again")
+        )  # fmt: skip
+    return True
+
+
+def _restore_file(butler: Butler, ref: DatasetRef, source: str) -> bool:
+    """Copy ``source`` to the datastore location of ``ref`` if that is inside the local datastore root."""
+    root = _lock_dir(butler)
+    uri = butler.getURI(ref)
+    if root is None or not uri.isLocal:
+        return False
+    target = os.path.abspath(uri.ospath)
+    if not target.startswith(os.path.join(os.path.abspath(root), "")):
+        return False
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.restore{os.getpid()}"
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _LOG.warning("Restored %s from %s after a concurrent-ingest conflict", target, source)
+    return butler.stored(ref)
 
 
 def _existing_raw_keys(butler: Butler, run: str, exposure_ids: set[int]) -> set[tuple[int, int]]:
@@ -423,18 +688,8 @@ def _existing_raw_keys(butler: Butler, run: str, exposure_ids: set[int]) -> set[
     return keys
 
 
-def _put_exposure_info(
-    butler: Butler,
-    run: str,
-    info_type: DatasetType,
-    exposures: dict[int, ScanResult],
-    rejected: dict[int, str],
-) -> None:
-    """Store the per-exposure metadata once per exposure (skipping those already stored)."""
-    wanted = [eid for eid in exposures if eid not in rejected]
-    if not wanted:
-        return
-    present = set()
+def _present_info(butler: Butler, run: str, info_type: DatasetType, wanted: list[int]) -> set[int]:
+    present: set[int] = set()
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         refs = butler.query_datasets(
@@ -446,22 +701,68 @@ def _put_exposure_info(
             explain=False,
         )
         present.update(ref.dataId["exposure"] for ref in refs)
+    return present
+
+
+def _put_exposure_info(
+    butler: Butler,
+    run: str,
+    info_type: DatasetType,
+    exposures: dict[int, ScanResult],
+    rejected: dict[int, str],
+) -> None:
+    """Store the per-exposure metadata once per exposure (skipping those already stored).
+
+    A put that loses a race with a concurrent ingest of the same exposure is not an error.
+    """
+    wanted = [eid for eid in exposures if eid not in rejected]
+    if not wanted:
+        return
+    present = _present_info(butler, run, info_type, wanted)
     for eid in wanted:
         if eid in present:
             continue
-        butler.put(dict(exposures[eid].metadata), info_type, instrument="LSSTCam", exposure=eid, run=run)
+        try:
+            butler.put(dict(exposures[eid].metadata), info_type, instrument="LSSTCam", exposure=eid, run=run)
+        except Exception as err:
+            if eid in _present_info(butler, run, info_type, [eid]):
+                _LOG.debug("eoExposureInfo of %d was stored by a concurrent ingest", eid)
+                continue
+            raise RuntimeError(f"Cannot store eoExposureInfo of exposure {eid}: {err}") from err
+
+
+def _named(paths: Sequence[str]) -> str:
+    shown = ", ".join(paths[:_MAX_NAMED])
+    return shown + (f" and {len(paths) - _MAX_NAMED} more" if len(paths) > _MAX_NAMED else "")
 
 
 def log_report(report: IngestReport, log: logging.Logger | None = None) -> None:
-    """Log every bad file, a digest of warnings, and the summary line."""
+    """Log every bad file, header warnings with the files concerned, and what was skipped.
+
+    Parameters
+    ----------
+    report : `IngestReport`
+        What `ingest_raws` returned.
+    log : `logging.Logger`, optional
+        Logger to use (default: this module's).
+    """
     log = log or _LOG
     for path, reason in report.bad:
         log.error("Not ingested: %s: %s", path, reason)
     if report.warnings:
-        counts: dict[str, int] = {}
-        for _, msg in report.warnings:
-            counts[msg] = counts.get(msg, 0) + 1
-        for msg, n in sorted(counts.items()):
-            log.warning("%d file(s): %s", n, msg)
+        by_message: dict[str, list[str]] = {}
+        for path, msg in report.warnings:
+            by_message.setdefault(msg, []).append(path)
+        for msg, paths in sorted(by_message.items()):
+            log.warning("Header warning, %d file(s): %s: %s", len(paths), msg, _named(paths))
+            for path in paths[_MAX_NAMED:]:
+                log.debug("Header warning: %s: %s", path, msg)
+    if report.already_present:
+        log.info(
+            "Skipped %d file(s) already ingested into %s: %s",
+            report.already_present,
+            report.run,
+            _named(report.skipped),
+        )
     if report.ingested == 0 and report.already_present and not report.bad:
         log.info("Nothing to do: all %d file(s) were already ingested", report.already_present)

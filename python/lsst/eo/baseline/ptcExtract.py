@@ -2,11 +2,16 @@
 
 Flats are matched into pairs at quantum-graph generation (`EoPtcExtractConnections.adjust_all_quanta`,
 cp_pipe's approach): the quantum of the first exposure of a pair receives the second exposure's raw
-as well, the second exposure's quantum is dropped, and unpaired flats produce nothing.  Each pair
+as well, the second exposure's quantum is dropped, and unpaired flats produce nothing (a warning
+names each one, e.g. a flat whose partner is missing from the run).  Each pair
 quantum runs the ISR (serial overscan, optional bias; adu -- see `EoPtcExtractConfig.setDefaults`) and
 `lsst.eo.baseline.covariance.measure_pair` on every amplifier, and writes ``eoPtcPair``: one row per
 amplifier with the pair's mean, variance, covariances, per-pair gain, row-means variance, read
 noise and EPER.  `lsst.eo.baseline.ptcSolve.EoPtcSolveTask` gathers the pairs of a detector.
+
+Amplifiers all zero, saturated or dead in either flat, or flagged in the bias, are not measured:
+their row is invalid (``valid`` False, ``reason`` names the flags) with NaN statistics and a
+non-zero ``flags`` column (`lsst.eo.baseline.ampFlags`).
 """
 
 from __future__ import annotations
@@ -22,15 +27,26 @@ from astropy.table import Table
 from lsst.pex.config import ChoiceField, ConfigurableField, Field, ListField
 from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
 from lsst.pipe.base import connectionTypes as cT
+from lsst.utils.logging import getLogger
 
+from .ampFlags import (
+    FLAGS_COLUMN,
+    describe_flagged,
+    flag_names,
+    metadata_amp_flags,
+    nan_median,
+    raw_amp_flags,
+)
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
 from .camera import DetectorInfo, get_camera
-from .covariance import measure_pair
+from .covariance import PairMeasurement, measure_pair
 from .cti import eper
 from .isrTask import EoIsrTask
 from .pairing import pair_exposures
+
+_LOG = getLogger(__name__)
 
 
 class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector")):
@@ -81,6 +97,12 @@ class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument",
                     adjuster.add_input(target, "raws", raw_id)
                 adjuster.remove_quantum(data_ids[(detector, second)])
             for exposure in unpaired:
+                _LOG.warning(
+                    "Flat exposure %d of detector %d has no partner (pairing by %s): left out of the PTC",
+                    exposure,
+                    detector,
+                    self.config.matchExposuresType,
+                )
                 adjuster.remove_quantum(data_ids[(detector, exposure)])
 
     def getTemporalBoundsConnections(self):
@@ -136,6 +158,7 @@ def pair_table(rows: list[dict[str, Any]], max_lag: int) -> Table:
         "parallel_eper",
         "valid",
         "reason",
+        FLAGS_COLUMN,
     ]
     if not rows:
         return Table(names=names)
@@ -197,6 +220,7 @@ class EoPtcExtractTask(PipelineTask):
         """
         cfg = self.config
         bias_amps = amp_views(bias, detector)
+        inherited = metadata_amp_flags(bias.metadata) if bias is not None else {}
         rows: list[dict[str, Any]] = []
         amp_names = [a for a in detector.amp_names if not cfg.amps or a in cfg.amps]
         for group in amp_groups(amp_names, cfg.ampsPerRead):
@@ -209,22 +233,29 @@ class EoPtcExtractTask(PipelineTask):
                 for f, r in zip(flux, (first, second), strict=True)
             ]
             for amp in group:
-                isr = [
-                    self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
-                    for r in (first, second)
-                ]
-                rn = tuple(i.read_noise_adu for i in isr)
-                m = measure_pair(
-                    isr[0].image,
-                    isr[1].image,
-                    isr[0].mask | isr[1].mask,
-                    nsig=cfg.nSigmaClip,
-                    max_lag=cfg.maximumRangeCovariances,
-                    edge=cfg.numEdgeSuspect,
-                    min_pixels=cfg.minNumberGoodPixelsForCovariance,
-                    read_noise_adu=rn,
-                )
-                epers = [eper(i.corrected, i.layout, cfg.eperPixels) for i in isr]
+                bad = inherited.get(amp, 0) | raw_amp_flags(first[amp]) | raw_amp_flags(second[amp])
+                if bad:
+                    # Not measured: NaN statistics, an invalid pair with the reason, the flags.
+                    m = PairMeasurement(reason=f"flagged amplifier ({'|'.join(flag_names(bad))})")
+                    isr = []
+                    epers = [{"serial_eper": np.nan, "parallel_eper": np.nan}]
+                else:
+                    isr = [
+                        self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
+                        for r in (first, second)
+                    ]
+                    rn = tuple(i.read_noise_adu for i in isr)
+                    m = measure_pair(
+                        isr[0].image,
+                        isr[1].image,
+                        isr[0].mask | isr[1].mask,
+                        nsig=cfg.nSigmaClip,
+                        max_lag=cfg.maximumRangeCovariances,
+                        edge=cfg.numEdgeSuspect,
+                        min_pixels=cfg.minNumberGoodPixelsForCovariance,
+                        read_noise_adu=rn,
+                    )
+                    epers = [eper(i.corrected, i.layout, cfg.eperPixels) for i in isr]
                 rows.append(
                     {
                         "amp": amp,
@@ -246,13 +277,12 @@ class EoPtcExtractTask(PipelineTask):
                         "n_pixels": m.n_pixels,
                         "gain_e_per_adu": m.gain,
                         "noise_adu": m.noise,
-                        "overscan_median_adu": float(
-                            np.mean([i.serial.median for i in isr if i.serial is not None])
-                        ),
+                        "overscan_median_adu": _mean_or_nan([i.serial.median for i in isr if i.serial]),
                         "serial_eper": float(np.mean([e["serial_eper"] for e in epers])),
                         "parallel_eper": float(np.mean([e["parallel_eper"] for e in epers])),
                         "valid": m.valid,
                         "reason": m.reason,
+                        "flags": bad,
                     }
                 )
         order = {a: i for i, a in enumerate(detector.amp_names)}
@@ -260,15 +290,29 @@ class EoPtcExtractTask(PipelineTask):
         table = pair_table(rows, cfg.maximumRangeCovariances)
         table.meta.update({"DETECTOR": detector.id, "DET_NAME": detector.name})
         n_bad = sum(not r["valid"] for r in rows)
+        flagged = {r["amp"]: r["flags"] for r in rows}
+        if any(flagged.values()):
+            self.log.warning(
+                "%s pair %d/%d: flagged amplifier(s) %s not measured",
+                detector.name,
+                rows[0]["exposure_1"],
+                rows[0]["exposure_2"],
+                describe_flagged(flagged),
+            )
         self.log.info(
             "%s pair %d/%d: mean %.0f adu, %d amp(s) failed",
             detector.name,
             rows[0]["exposure_1"],
             rows[0]["exposure_2"],
-            float(np.nanmedian([r["raw_mean_adu"] for r in rows])),
+            nan_median([r["raw_mean_adu"] for r in rows]),
             n_bad,
         )
         return Struct(pair=table)
+
+
+def _mean_or_nan(values: Sequence[float]) -> float:
+    """Mean of a possibly empty list (NaN if empty)."""
+    return float(np.mean(values)) if len(values) else np.nan
 
 
 def _square(values: np.ndarray, side: int) -> np.ndarray:

@@ -16,6 +16,10 @@ amplifier; the numerics live in `lsst.eo.baseline.linearity` and `lsst.eo.baseli
 * ``eoRowMeansVariance``: eo_pipe's ratio of the measured variance of the row means of the pair
   difference images to the shot-noise expectation (1 for uncorrelated noise), over pairs with
   3000 e- < signal < 1e5 e-.
+
+Each table has the ``flags`` column of `lsst.eo.baseline.ampFlags`: the amplifier flags stored in
+``eoPtc`` (bad in the flats or the bias) and, except for ``eoLinearity`` (which does not use the
+PTC fit), ``FIT_FAILED`` for the PTC's other bad amplifiers; flagged rows have NaN values.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from lsst.pex.config import ChoiceField, Field
 from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
 from lsst.pipe.base import connectionTypes as cT
 
+from .ampFlags import AmpFlag, apply_amp_flags, metadata_amp_flags
 from .camera import DetectorInfo, get_camera
 from .covariance import bf_slopes, row_means_variance_slope
 from .linearity import eo_linearity, interpolated_turnoff, linearity_turnoff
@@ -58,6 +63,20 @@ class EoPtcMetricConnections(PipelineTaskConnections, dimensions=("instrument", 
         storageClass="ArrowAstropy",
         dimensions=("instrument", "detector"),
     )
+
+
+def _ptc_flags(ptc: EoPtcDataset, fit_failures: bool = True) -> dict[str, int]:
+    """Amplifier flags of a PTC (`lsst.eo.baseline.ampFlags`): its ``AMP_FLAGS`` and ``badAmps``.
+
+    With ``fit_failures`` False, ``FIT_FAILED`` is left out (for metrics that do not use the fit).
+    """
+    flags = metadata_amp_flags(ptc.metadata)
+    if fit_failures:
+        for amp in ptc.badAmps:
+            flags[amp] = flags.get(amp, 0) or int(AmpFlag.FIT_FAILED)
+    else:
+        flags = {amp: value & ~int(AmpFlag.FIT_FAILED) for amp, value in flags.items()}
+    return flags
 
 
 def _meta(table: Table, detector: DetectorInfo, **extra) -> Table:
@@ -173,6 +192,7 @@ class EoLinearityTask(_PtcMetricTask):
             ),
         )
         table["residuals"] = residuals
+        apply_amp_flags(table, _ptc_flags(ptc, fit_failures=False))
         for name in (
             "linearity_turnoff_adu",
             "linearity_turnoff_sampled_adu",
@@ -255,6 +275,7 @@ class EoBrighterFatterTask(_PtcMetricTask):
         for name in ("bf_xcorr_adu2", "bf_ycorr_adu2"):
             table[name].unit = "adu2"
         table["bf_mean_adu"].unit = "adu"
+        apply_amp_flags(table, _ptc_flags(ptc), skip=["gain_e_per_adu"])
         return Struct(metric=_meta(table, detector, PTC_FIT_TYPE=ptc.ptcFitType))
 
 
@@ -313,4 +334,5 @@ class EoRowMeansVarianceTask(_PtcMetricTask):
             )
             rows.append((amp, slope, int(inside.sum())))
         table = Table(rows=rows, names=("amp", "row_means_variance_ratio", "n_pairs"))
+        apply_amp_flags(table, _ptc_flags(ptc))
         return Struct(metric=_meta(table, detector))

@@ -28,11 +28,19 @@ eps over N transfers moves a fraction N eps of each pixel's charge into the next
 the pixel variance by ``2 <N> eps`` and adds ``<N> eps`` of it to the nearest-neighbour covariance
 along the transfer direction (``<N>`` averaged over the imaging area).  Without it an amplifier with
 serial CTI of 2e-5 would have its gain biased by ~1%.
+
+Incomplete data: an amplifier with fewer usable pairs than the fit needs (``MIN_PTC_POINTS`` for
+EXPAPPROXIMATION; a run with a single flux level, or pairs lost to a bad amplifier) gets NaN gain,
+noise and turnoff, its reason in ``failure`` and ``FIT_FAILED`` in ``flags``; amplifiers flagged in
+their pairs (``eoPtcPair`` ``flags``) keep those flags (`lsst.eo.baseline.ampFlags`).  The flags are
+also stored in ``eoPtc``'s metadata (``AMP_FLAGS``) for the PTC-derived metrics; a warning names
+the detector and its number of pairs when there are too few for any fit.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "MIN_PTC_POINTS",
     "EoPtcSolveConfig",
     "EoPtcSolveConnections",
     "EoPtcSolveTask",
@@ -49,10 +57,22 @@ from lsst.pex.config import ChoiceField, Field
 from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
 from lsst.pipe.base import connectionTypes as cT
 
+from .ampFlags import (
+    FLAGS_COLUMN,
+    FLAGS_METADATA_KEY,
+    AmpFlag,
+    apply_amp_flags,
+    encode_amp_flags,
+    flag_names,
+    nan_median,
+)
 from .camera import DetectorInfo, get_camera
 from .linearity import fit_linearizer
 from .ptc import fit_ptc_amp
 from .ptcDataset import EoPtcDataset
+
+MIN_PTC_POINTS = 3
+"""Fewest usable flat pairs of an amplifier for the EXPAPPROXIMATION fit (`lsst.eo.baseline.ptc`)."""
 
 
 def gather_pairs(tables: Sequence[Table]) -> Table:
@@ -255,14 +275,58 @@ class EoPtcSolveTask(PipelineTask):
         summary.meta.update(
             {"DETECTOR": detector.id, "DET_NAME": detector.name, "PTC_FIT_TYPE": cfg.ptcFitType}
         )
+        flags = self._amp_flags(table, summary)
+        apply_amp_flags(summary, flags, required=["ptc_gain_e_per_adu", "ptc_noise_e"])
+        flags = dict(zip(summary["amp"], summary[FLAGS_COLUMN], strict=True))
         ptc.badAmps = [r[0] for r in rows if r[-1]]
+        ptc.metadata[FLAGS_METADATA_KEY] = encode_amp_flags(flags)
+        self._log_failures(detector, table, summary)
         self.log.info(
             "%s: median PTC gain %.4f e-/adu, %d bad amp(s)",
             detector.name,
-            float(np.nanmedian(summary["ptc_gain_e_per_adu"])),
+            nan_median(summary["ptc_gain_e_per_adu"]),
             len(ptc.badAmps),
         )
         return Struct(ptc=ptc, summary=summary)
+
+    @staticmethod
+    def _amp_flags(pairs: Table, summary: Table) -> dict[str, int]:
+        """Flags of each amplifier: its pairs' flags (ORed), FIT_FAILED for a failed fit otherwise."""
+        flags = {}
+        has_flags = FLAGS_COLUMN in pairs.colnames
+        for row in summary:
+            amp = str(row["amp"])
+            value = 0
+            if has_flags:
+                for v in np.asarray(pairs[FLAGS_COLUMN])[np.asarray(pairs["amp"]).astype(str) == amp]:
+                    value |= int(v)
+            if not value and row["failure"]:
+                value = int(AmpFlag.FIT_FAILED)
+            flags[amp] = value
+        return flags
+
+    def _log_failures(self, detector: DetectorInfo, pairs: Table, summary: Table) -> None:
+        """Warn about too few pairs, flagged amplifiers and failed fits (one line per reason)."""
+        n_pairs = len(
+            {(int(a), int(b)) for a, b in zip(pairs["exposure_1"], pairs["exposure_2"], strict=True)}
+        )
+        if n_pairs < MIN_PTC_POINTS:
+            self.log.warning(
+                "%s: %d flat pair(s), the PTC fit needs at least %d points: gain and noise are NaN "
+                "(flag FIT_FAILED)",
+                detector.name,
+                n_pairs,
+                MIN_PTC_POINTS,
+            )
+        reasons: dict[str, list[str]] = {}
+        for row in summary:
+            value = int(row[FLAGS_COLUMN])
+            if value:
+                fit_only = value == AmpFlag.FIT_FAILED and row["failure"]
+                text = str(row["failure"]) if fit_only else "flagged " + "|".join(flag_names(value))
+                reasons.setdefault(text, []).append(str(row["amp"]))
+        for text, amps in reasons.items():
+            self.log.warning("%s: no PTC for amplifier(s) %s: %s", detector.name, ", ".join(amps), text)
 
     def _solve_amp(self, ptc: EoPtcDataset, amp: str, sel: Table, layout) -> tuple:
         cfg = self.config

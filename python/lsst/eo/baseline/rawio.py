@@ -140,8 +140,10 @@ def check_raw_file(path: str) -> RawFileSummary:
     """Check the structure of a raw file without decompressing any pixel.
 
     Verified: the file opens as FITS and is not truncated; the primary header names an LSSTCam
-    detector; the file has exactly one image HDU per amplifier of that detector type, with the
-    expected EXTNAMEs, 2-d integer data and the raw amplifier shape.
+    detector; the file has exactly one image HDU per amplifier of that detector type (missing or
+    unexpected EXTNAMEs are named), with the expected EXTNAMEs, 2-d integer (not floating-point)
+    data and the raw amplifier shape.  Pixel values are not looked at: an amplifier that is all
+    zero, saturated or stuck at the bias level is a valid raw, for the analysis tasks to flag.
 
     Parameters
     ----------
@@ -177,12 +179,24 @@ def check_raw_file(path: str) -> RawFileSummary:
         detector = detector_from_header(header, path)
         ccd_type = detector.ccd_type
         expected = [a.extname for a in ccd_type.amps]
+        # Truncation first: a file cut short also has too few HDUs, and "truncated" is the useful word.
+        last = len(fits) - 1
+        end = fits[last].get_offsets()["data_end"]
+        if end > size:
+            raise RawFileError(
+                path, f"file is truncated: {size} bytes on disk, {end} needed by the last HDU", last
+            )
         n_img = len(fits) - 1
         if n_img != len(expected):
+            names = [fits[i].get_extname() for i in range(1, len(fits))]
+            missing = [e for e in expected if e not in names]
+            extra = [n or "<no EXTNAME>" for n in names if n not in expected]
+            detail = f"; missing: {', '.join(missing)}" if missing else ""
+            detail += f"; unexpected: {', '.join(extra)}" if extra else ""
             raise RawFileError(
                 path,
                 f"has {n_img} extension HDUs, expected {len(expected)} amplifier segments for "
-                f"{ccd_type.name} detector {detector.name}",
+                f"{ccd_type.name} detector {detector.name}{detail}",
             )
         want_shape = list(ccd_type.raw_shape)
         for index, extname in enumerate(expected, start=1):
@@ -190,22 +204,22 @@ def check_raw_file(path: str) -> RawFileSummary:
             got = hdu.get_extname()
             if got != extname:
                 raise RawFileError(path, f"EXTNAME is {got!r}, expected {extname!r}", index)
+            if hdu.get_exttype() != "IMAGE_HDU":
+                raise RawFileError(path, f"{extname} is not an image HDU", index)
             dims = hdu.get_dims()
             if list(dims) != want_shape:
                 raise RawFileError(
                     path,
-                    f"{extname} has shape {tuple(dims)} (ny, nx), expected {tuple(want_shape)}",
+                    f"{extname} has shape {tuple(dims)} (ny, nx), expected {tuple(want_shape)}"
+                    + (f" (NAXIS = {len(dims)}, expected 2)" if len(dims) != 2 else ""),
                     index,
                 )
-            if hdu.get_exttype() != "IMAGE_HDU":
-                raise RawFileError(path, f"{extname} is not an image HDU", index)
-        end = fits[len(fits) - 1].get_offsets()["data_end"]
-        if end > size:
-            raise RawFileError(
-                path,
-                f"file is truncated: {size} bytes on disk, {end} needed by the last HDU",
-                len(fits) - 1,
-            )
+            info = hdu.get_info()
+            bitpix = info.get("img_equiv_type", info.get("img_type"))
+            if bitpix is not None and bitpix < 0:
+                raise RawFileError(
+                    path, f"{extname} holds floating-point pixels (BITPIX {bitpix}), expected integers", index
+                )
     return RawFileSummary(path=path, header=header, detector=detector)
 
 

@@ -8,6 +8,9 @@
   structure of the imaging area and the row means remove per-exposure row offsets and drifts,
   leaving the temporal pixel noise.
 
+Amplifiers that are all zero, saturated or dead in any bias get NaN values and a non-zero
+``flags`` column (`lsst.eo.baseline.ampFlags`).
+
 Deliberate deviation from cp_pipe: a 3-sigma, 3-pass clipped standard deviation of Gaussian noise
 is 1.5% below its sigma; both estimators are divided by that expected factor
 (`~lsst.eo.baseline.afwstats.gaussian_clip_factor`), as cp_pipe itself corrects its PTC variances
@@ -33,6 +36,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, gaussian_clip_factor
+from .ampFlags import apply_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import amp_groups, read_amp_group
 from .camera import DetectorInfo, get_camera
 from .isr import serial_overscan_noise
@@ -120,11 +124,19 @@ class EoReadNoiseTask(PipelineTask):
         if not raws:
             raise NoWorkFound(f"No bias for {detector.name}")
         rows = []
+        flags: dict[str, int] = {}
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
             if gains is None:
                 gains = self.isr.default_gains(exposures[0])
             for amp in group:
+                bad = 0
+                for r in exposures:
+                    bad |= raw_amp_flags(r[amp])
+                if bad:
+                    flags[amp] = bad
+                    rows.append((amp, np.nan, np.nan, np.nan, np.nan, np.nan, gains[amp], len(exposures), 0))
+                    continue
                 cfg = self.config.isr
                 # cp_pipe's estimator (clipped at 3 sigma, 3 passes), corrected for the clipping.
                 overscan = np.array(
@@ -167,10 +179,15 @@ class EoReadNoiseTask(PipelineTask):
         table.meta.update(
             {"DETECTOR": detector.id, "DET_NAME": detector.name, "GAIN_SOURCE": self.config.isr.gainSource}
         )
+        apply_amp_flags(table, flags, required=["read_noise_overscan_adu"], skip=["gain_e_per_adu"])
+        flagged = dict(zip(table["amp"], table["flags"], strict=True))
+        if any(flagged.values()):
+            self.log.warning("%s: read noise not measured for flagged amplifier(s) %s", detector.name,
+                             describe_flagged(flagged))  # fmt: skip
         self.log.info(
             "%s: median overscan read noise %.2f e- over %d biases",
             detector.name,
-            float(np.median(table["read_noise_overscan_e"])),
+            nan_median(table["read_noise_overscan_e"]),
             len(raws),
         )
         return Struct(readNoise=table)

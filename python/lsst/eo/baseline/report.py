@@ -7,11 +7,25 @@ missing), and writes ``OUT/index.html`` and ``OUT/report.rst`` with the images b
 flat, flat pair, wavelength flats, persistence, and the differences from a previous run.  Each
 section has, per metric, the per-vendor median and 5th/95th percentiles, the number and the list
 of amplifiers outside the LSSTCam specification, and the plots.
+
+A "Missing / incomplete" section comes first: the steps of ``eo-baseline run`` that were skipped
+(no exposures), failed or were partial (as recorded by the runner in the documentation of the
+run's collection, see `lsst.eo.baseline.runState`), the metrics without any value, and the flagged
+amplifiers (`lsst.eo.baseline.ampFlags`) with their flags and the tables that set them.  NaN
+values never enter the statistics.
 """
 
 from __future__ import annotations
 
-__all__ = ["ReportResult", "build_report", "compare_summaries", "load_run_summary", "metric_statistics"]
+__all__ = [
+    "ReportResult",
+    "build_report",
+    "compare_summaries",
+    "flagged_amplifiers",
+    "load_run_summary",
+    "load_step_record",
+    "metric_statistics",
+]
 
 import html
 import os
@@ -25,9 +39,11 @@ from astropy.table import Table
 from lsst.daf.butler import Butler
 from lsst.utils.logging import getLogger
 
+from .ampFlags import FLAGS_COLUMN, flag_names
 from .camera import get_camera
 from .metrics import MetricSpec, load_metrics, load_sections, out_of_spec
 from .plotTasks import mosaic_dataset_name
+from .runState import parse_step_record
 from .runSummary import SUMMARY_DATASETS, build_run_summary
 
 _LOG = getLogger(__name__)
@@ -56,12 +72,18 @@ class ReportResult:
         Images written beside them.
     missing : `list` [`str`]
         Metrics without any value in the run.
+    flagged : `list` [`str`]
+        Flagged amplifiers (``"R22_S11 C10"``).
+    incomplete_steps : `dict` [`str`, `str`]
+        Steps that were not ``done`` (status and reason), when the runner recorded them.
     """
 
     html: str
     rst: str
     n_images: int = 0
     missing: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
+    incomplete_steps: dict[str, str] = field(default_factory=dict)
 
 
 def load_run_summary(butler: Butler, collections: str | Sequence[str]) -> Table:
@@ -78,6 +100,47 @@ def load_run_summary(butler: Butler, collections: str | Sequence[str]) -> Table:
             refs = []
         tables[name] = {ref.dataId["detector"]: butler.get(ref) for ref in refs}
     return build_run_summary(tables)
+
+
+def load_step_record(butler: Butler, collections: str | Sequence[str]) -> dict[str, dict[str, str]]:
+    """Step statuses that ``eo-baseline run`` recorded on the run's collection(s).
+
+    Returns
+    -------
+    steps : `dict` [`str`, `dict`]
+        ``{step: {"status": ..., "message": ...}}`` in run order (empty if none was recorded).
+    """
+    steps: dict[str, dict[str, str]] = {}
+    for name in [collections] if isinstance(collections, str) else list(collections):
+        try:
+            doc = butler.registry.getCollectionDocumentation(name)
+        except Exception:  # noqa: BLE001 - a missing collection has no record
+            continue
+        for step, info in parse_step_record(doc).items():
+            steps.setdefault(step, info)
+    return steps
+
+
+def flagged_amplifiers(summary: Table) -> list[dict[str, Any]]:
+    """Flagged amplifiers of a run summary, grouped by detector, flags and source tables.
+
+    Returns
+    -------
+    groups : `list` [`dict`]
+        ``det_name``, ``amps`` (list), ``flags`` (names joined with ``|``) and ``sources``.
+    """
+    if FLAGS_COLUMN not in summary.colnames or not len(summary):
+        return []
+    groups: dict[tuple[str, int, str], list[str]] = {}
+    sources = summary["flag_sources"] if "flag_sources" in summary.colnames else [""] * len(summary)
+    for row, source in zip(summary, sources, strict=True):
+        value = int(row[FLAGS_COLUMN])
+        if value:
+            groups.setdefault((str(row["det_name"]), value, str(source)), []).append(str(row["amp"]))
+    return [
+        {"det_name": det, "amps": amps, "flags": "|".join(flag_names(value)), "sources": source}
+        for (det, value, source), amps in groups.items()
+    ]
 
 
 def metric_statistics(summary: Table, metric: MetricSpec) -> dict[str, Any]:
@@ -283,19 +346,20 @@ class _Images:
 
 
 def build_report(
-    repo: str,
+    repo: str | None,
     collections: str | Sequence[str],
     out_dir: str,
     compare: str | Sequence[str] | None = None,
     specs: str | None = None,
     title: str | None = None,
+    summary: Table | None = None,
 ) -> ReportResult:
     """Write the report of a run.
 
     Parameters
     ----------
-    repo : `str`
-        Butler repository.
+    repo : `str` or `None`
+        Butler repository (`None`: only with ``summary``; plots are then drawn from it).
     collections : `str` or sequence
         Collection(s) of the run's outputs (e.g. ``u/eo/13600``).
     out_dir : `str`
@@ -306,6 +370,8 @@ def build_report(
         YAML overriding specifications/tolerances (see `lsst.eo.baseline.metrics.load_metrics`).
     title : `str`, optional
         Page title.
+    summary : `astropy.table.Table`, optional
+        Run summary to report instead of the one in the repository.
 
     Returns
     -------
@@ -314,9 +380,12 @@ def build_report(
     from .plotting import focal_plane_mosaic, vendor_histograms
 
     os.makedirs(out_dir, exist_ok=True)
-    butler = Butler.from_config(repo)
-    summary = load_run_summary(butler, collections)
-    previous = load_run_summary(butler, compare) if compare else None
+    butler = Butler.from_config(repo) if repo is not None else None
+    if summary is None:
+        if butler is None:
+            raise ValueError("build_report needs a repository or a summary table")
+        summary = load_run_summary(butler, collections)
+    previous = load_run_summary(butler, compare) if compare and butler is not None else None
     metrics = load_metrics(specs)
     images = _Images(butler, collections, out_dir)
     label = collections if isinstance(collections, str) else ",".join(collections)
@@ -337,12 +406,14 @@ def build_report(
         if m.name not in summary.colnames
         or not np.isfinite(np.asarray(summary[m.name], dtype=np.float64)).any()
     ]
-    if missing:
-        w.paragraph(
-            "Not measured in this run (no data or the step did not run): "
-            + ", ".join(m.label for m in metrics if m.name in missing)
-            + "."
-        )
+    steps = load_step_record(butler, collections) if butler is not None else {}
+    incomplete = {
+        name: f"{info.get('status', '?')}: {info.get('message', '')}".rstrip(": ")
+        for name, info in steps.items()
+        if info.get("status") != "done"
+    }
+    flagged = flagged_amplifiers(summary)
+    _missing_section(w, metrics, missing, incomplete, flagged)
     for section in load_sections():
         section_metrics = [m for m in metrics if m.section == section.key]
         w.heading(section.title, 2)
@@ -415,7 +486,58 @@ def build_report(
         f.write("\n".join(w.rst) + "\n")
     summary.write(os.path.join(out_dir, "run_summary.ecsv"), format="ascii.ecsv", overwrite=True)
     _LOG.info("Report written to %s (%d images)", html_path, images.count)
-    return ReportResult(html=html_path, rst=rst_path, n_images=images.count, missing=missing)
+    return ReportResult(
+        html=html_path,
+        rst=rst_path,
+        n_images=images.count,
+        missing=missing,
+        flagged=[f"{g['det_name']} {amp}" for g in flagged for amp in g["amps"]],
+        incomplete_steps=incomplete,
+    )
+
+
+def _missing_section(
+    w: _Writer,
+    metrics: Sequence[MetricSpec],
+    missing: Sequence[str],
+    incomplete: dict[str, str],
+    flagged: Sequence[dict[str, Any]],
+) -> None:
+    """The "Missing / incomplete" section: steps not done, metrics without data, flagged amps."""
+    w.heading("Missing / incomplete", 2)
+    if not (missing or incomplete or flagged):
+        w.paragraph("Nothing is missing: every step ran, every metric has values, no amplifier is flagged.")
+        return
+    if incomplete:
+        w.paragraph("Steps of the run that were skipped, failed or are incomplete:")
+        w.table(["step", "status"], [[name, text] for name, text in incomplete.items()], css="missing")
+    if missing:
+        titles = {s.key: s.title for s in load_sections()}
+        by_section: dict[str, list[str]] = {}
+        for m in metrics:
+            if m.name in missing:
+                by_section.setdefault(m.section, []).append(m.label)
+        w.paragraph("Metrics with no data (no exposures, the step did not run, or every amplifier flagged):")
+        w.table(
+            ["section", "metrics"],
+            [[titles.get(key, key), ", ".join(labels)] for key, labels in by_section.items()],
+            css="missing",
+        )
+    if flagged:
+        n = sum(len(g["amps"]) for g in flagged)
+        w.paragraph(
+            f"{n} flagged amplifier(s): their values are NaN in the tables listed and left out of every "
+            "statistic below (flags: ZERO = all-zero raw data, SATURATED = at the ADC maximum, DEAD = no "
+            "signal and no noise, NONFINITE = NaN in processing, FIT_FAILED = fit failed or too few points)."
+        )
+        w.table(
+            ["detector", "amplifiers", "flags", "tables"],
+            [
+                [g["det_name"], ", ".join(g["amps"]), g["flags"], g["sources"].replace(",", ", ")]
+                for g in flagged
+            ],
+            css="missing",
+        )
 
 
 def _comparison_section(

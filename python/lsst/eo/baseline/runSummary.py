@@ -8,6 +8,11 @@ still complete in shape.  Derived metrics:
 * ``bright_defect_fraction`` = (bright pixels + bright columns x data height) / data pixels;
 * ``dark_defect_fraction`` likewise for dark defects.
 
+Amplifier flags (`lsst.eo.baseline.ampFlags`): ``flags`` is the OR of the ``flags`` columns of
+all the tables of the amplifier and ``flag_sources`` names the tables that set them; every metric
+taken from a flagged row of a table is NaN (integer counts included), so a bad amplifier never
+contributes numbers to the statistics of the report.
+
 Wavelength flats have a row per LED/filter: the summary keeps the worst value over LEDs (largest
 non-uniformity, relative response farthest from 1) and one column per LED
 (``nonuniformity_<led>``, ``relative_response_<led>``).
@@ -31,6 +36,7 @@ from astropy.table import Table
 from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
 from lsst.pipe.base import connectionTypes as cT
 
+from .ampFlags import FLAGS_COLUMN
 from .camera import get_camera
 from .metrics import load_metrics
 
@@ -67,8 +73,8 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
     Returns
     -------
     summary : `astropy.table.Table`
-        Columns ``detector, det_name, raft, slot, vendor, amp`` and one per metric (NaN where
-        missing), plus per-LED wavelength columns.
+        Columns ``detector, det_name, raft, slot, vendor, amp``, one per metric (NaN where
+        missing or flagged), ``flags`` and ``flag_sources``, plus per-LED wavelength columns.
     """
     camera = get_camera()
     metrics = load_metrics()
@@ -84,6 +90,20 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
             rows.append(row)
             index[(det.id, amp)] = row
     leds: set[str] = set()
+    for row in rows:
+        row[FLAGS_COLUMN] = 0
+        row["flag_sources"] = ""
+    for dataset, per_det in tables.items():
+        for det_id, table in per_det.items():
+            if FLAGS_COLUMN not in table.colnames or "amp" not in table.colnames:
+                continue
+            for amp, value in zip(np.asarray(table["amp"]).astype(str), table[FLAGS_COLUMN], strict=True):
+                row = index.get((det_id, amp))
+                if row is None or not int(value):
+                    continue
+                row[FLAGS_COLUMN] |= int(value)
+                if dataset not in row["flag_sources"].split(","):
+                    row["flag_sources"] = ",".join(p for p in (row["flag_sources"], dataset) if p)
     for metric in metrics:
         for row in rows:
             row[metric.name] = np.nan
@@ -93,9 +113,14 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
             if metric.column not in table.colnames:
                 continue
             amps = np.asarray(table["amp"]).astype(str)
+            flagged = (
+                np.asarray(table[FLAGS_COLUMN], dtype=np.int64) != 0
+                if FLAGS_COLUMN in table.colnames
+                else np.zeros(len(table), dtype=bool)
+            )
             for amp in np.unique(amps):
                 key = (det_id, amp)
-                if key in index:
+                if key in index and not flagged[amps == amp].any():
                     index[key][metric.name] = _reduce(
                         np.asarray(table[metric.column])[amps == amp], metric.reduce
                     )
@@ -117,11 +142,15 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
             row.setdefault(f"nonuniformity_{led}", np.nan)
             row.setdefault(f"relative_response_{led}", np.nan)
     names = ["detector", "det_name", "raft", "slot", "vendor", "amp"] + [m.name for m in metrics]
+    names += [FLAGS_COLUMN, "flag_sources"]
     names += sorted(k for k in (rows[0] if rows else {}) if k not in names)
     summary = Table(rows=[[r[n] for n in names] for r in rows], names=names) if rows else Table(names=names)
     for metric in metrics:
         if metric.unit and metric.name in summary.colnames:
             summary[metric.name].description = metric.title
+    if len(summary):
+        summary[FLAGS_COLUMN] = np.asarray(summary[FLAGS_COLUMN], dtype=np.int32)
+        summary["flag_sources"] = np.asarray(summary["flag_sources"]).astype(str)
     return summary
 
 
@@ -197,4 +226,8 @@ class EoRunSummaryTask(PipelineTask):
         summary.meta["DATASETS"] = ",".join(present)
         self.log.info("Run summary: %d detectors, %d amplifiers, from %s", len(set(summary["detector"])),
                       len(summary), ", ".join(present) or "nothing")  # fmt: skip
+        flagged = summary[summary[FLAGS_COLUMN] != 0] if len(summary) else summary
+        if len(flagged):
+            self.log.warning("Run summary: %d flagged amplifier(s): %s", len(flagged),
+                             ", ".join(f"{r['det_name']} {r['amp']}" for r in flagged))  # fmt: skip
         return Struct(summary=summary)

@@ -4,19 +4,42 @@ A run type (``config/runs/<name>.yaml``) lists steps; each step is a ``pipetask 
 on the exposures its ``where`` clause selects.  Combined calibrations a step produces are certified
 (``butler certify-calibrations``) into the run's calibration collection before the next step, as
 cp_pipe's calibration chain does.  Every command is logged so that it can be re-run by hand.
+With ``bps``, each step is a BPS workflow (``bps submit``, config/bps) instead of a ``pipetask run``:
+the same pipelines, inputs, outputs and certification, on parsl or a batch farm.
 
 Collections, for run 13600 and the default prefix ``u/eo``:
 
 * ``u/eo/13600/<step>``: output chain of each step;
 * ``LSSTCam/calib/eo/13600``: calibration collection (eoBias, eoDark, ...);
 * ``u/eo/13600``: chain of all of the above, the collection to give to ``butler.get``.
+
+Re-running a run resumes it: a step whose output collection exists (interrupted, partly failed
+or complete) is run with ``--extend-run --skip-existing-in`` on its original inputs, so only the
+missing quanta run and nothing is duplicated (the summary step is instead redone, replacing its
+previous output, to include the steps run since); certification skips what is already certified.
+A step with no exposures is skipped and a failed step does not stop the later ones; the status of
+every step is recorded on ``u/eo/<run>`` for the report (`lsst.eo.baseline.runState`).
+
+Another prefix (a reprocessing with a different configuration, say ``u/me/newcfg``) gets its own
+calibration collection, ``u/me/newcfg/13600/calib``, so that two analyses of the same acquisition
+run never certify over each other.
 """
 
 from __future__ import annotations
 
-__all__ = ["RunStep", "StepResult", "load_run_type", "run_analysis", "shell_join"]
+__all__ = [
+    "RunStep",
+    "StepResult",
+    "calib_collection",
+    "load_run_type",
+    "bps_resume_options",
+    "run_analysis",
+    "shell_join",
+    "write_bps_submit",
+]
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,6 +51,7 @@ from lsst.daf.butler import Butler, CollectionType, MissingCollectionError, Miss
 from lsst.utils.logging import getLogger
 
 from .paths import config_dir, pipelines_dir
+from .runState import certify_once, error_summary, is_empty_graph, record_steps, resume_arguments
 
 _LOG = getLogger(__name__)
 
@@ -157,9 +181,98 @@ def shell_join(cmd: list[str]) -> str:
     return " ".join(parts)
 
 
-def _run_command(cmd: list[str]) -> subprocess.CompletedProcess:
+def calib_collection(run: str, output_prefix: str = "u/eo") -> str:
+    """Calibration collection the steps of acquisition run ``run`` certify into.
+
+    ``LSSTCam/calib/eo/<run>`` for the default output prefix ``u/eo``, else ``<prefix>/<run>/calib``.
+    """
+    if output_prefix.rstrip("/") == "u/eo":
+        return f"LSSTCam/calib/eo/{run}"
+    return f"{output_prefix.rstrip('/')}/{run}/calib"
+
+
+def write_bps_submit(
+    step: RunStep, run: str, pipeline: str, bps: str, *, jobs: int = 1, submit_dir: str
+) -> str:
+    """Write the BPS submit file of one step.
+
+    Parameters
+    ----------
+    step : `RunStep`
+        The step.
+    run : `str`
+        Acquisition run number (names the workflow).
+    pipeline : `str`
+        Pipeline file (with ``#subset``) of the step.
+    bps : `str`
+        Compute-site name in ``config/bps/eo_common.yaml`` or path of a site YAML file to include.
+    jobs : `int`
+        Cores of the ``local`` site.
+    submit_dir : `str`
+        Directory of the submit files (one sub-directory per run and step).
+
+    Returns
+    -------
+    path : `str`
+        The submit file, for ``bps submit PATH -b REPO -i ... -o ... -d ...``.
+    """
+    config: dict = {
+        "includeConfigs": [config_dir("bps", "eo_common.yaml")],
+        "pipelineYaml": pipeline,
+        "payload": {"payloadName": f"eo_{run}_{step.name}"},
+        "submitPath": os.path.join(os.path.abspath(submit_dir), run, step.name, "{outputRun}"),
+    }
+    if bps.endswith((".yaml", ".yml")):
+        if not os.path.exists(bps):
+            raise FileNotFoundError(f"BPS site configuration {bps} does not exist")
+        config["includeConfigs"].append(os.path.abspath(bps))
+    else:
+        config["computeSite"] = bps
+        if bps == "local":
+            config["site"] = {"local": {"class": "lsst.ctrl.bps.parsl.sites.Local", "cores": max(jobs, 1)}}
+    path = os.path.join(submit_dir, run, step.name, "submit.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return path
+
+
+def bps_resume_options(resume: list[str], output: str) -> list[str]:
+    """``bps submit`` options equivalent to the ``pipetask run`` resume/replace options ``resume``.
+
+    A BPS submission always writes a new RUN collection, prepended to the step's chain: resuming
+    becomes skipping the quanta whose outputs the chain already holds; replacing (the run summary)
+    becomes a rebased new run that supersedes the old one for every find-first read (``butler.get``
+    on the chain).  bps does not pass ``--replace-run``/``--prune-replaced`` on to the job that
+    defines the chain, so the old run stays in the chain, behind the new one.
+    """
+    if not resume:
+        return []
+    if "--extend-run" in resume:
+        return ["--extra-qgraph-options", f"--skip-existing-in {output}"]
+    return ["--extra-qgraph-options", "--rebase"]
+
+
+def _graph_log(stderr: str) -> str:
+    """Text of the quantum-graph generation log a failed ``bps submit`` points to (else its stderr)."""
+    match = re.search(r"Check (\S+quantumGraphGeneration\.out)", stderr)
+    if match and os.path.exists(match.group(1)):
+        with open(match.group(1)) as f:
+            return f.read()
+    return stderr
+
+
+def _run_command(cmd: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
     _LOG.info("Running: %s", shell_join(cmd))
-    return subprocess.run(cmd, capture_output=True, text=True)
+    # bps launches ``pipetask`` by name: make the tools next to this interpreter come first on PATH
+    # so that a venv that is not activated still runs its own stack.
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    if cwd:
+        # parsl puts its ``runinfo`` directory in the working directory and bps resolves ``${PWD}``
+        # from the environment: both follow the submit directory, not the caller's.
+        env["PWD"] = cwd
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
 
 
 def _validity(butler: Butler, run: str) -> tuple[astropy.time.Time, astropy.time.Time]:
@@ -187,6 +300,8 @@ def run_analysis(
     detectors: list[int] | None = None,
     steps: list[str] | None = None,
     dry_run: bool = False,
+    bps: str | None = None,
+    submit_dir: str | None = None,
 ) -> list[StepResult]:
     """Run the steps of a run type on acquisition run ``run``.
 
@@ -210,14 +325,22 @@ def run_analysis(
         Run only these steps (by name).
     dry_run : `bool`
         Only log the commands.
+    bps : `str`, optional
+        Run each step as a BPS workflow instead of one ``pipetask run``: a compute-site name of
+        ``config/bps/eo_common.yaml`` (``local``: parsl on this machine with ``jobs`` workers;
+        ``slurm``) or the path of a site YAML file to include (``config/bps/sites/*.yaml``).
+    submit_dir : `str`, optional
+        Where the BPS submit files go (default ``./submit``, as bps does).
 
     Returns
     -------
     results : `list` [`StepResult`]
-        One per step, in order.  Processing stops at the first failed step.
+        One per step, in order.  A failed step does not stop the others (a step whose
+        calibrations are missing fails or is skipped in turn); a step whose output collection
+        exists is resumed (`lsst.eo.baseline.runState`).
     """
     _, all_steps = load_run_type(run_type)
-    calib = f"LSSTCam/calib/eo/{run}"
+    calib = calib_collection(run, output_prefix)
     butler = Butler.from_config(repo, writeable=True)
     results: list[StepResult] = []
     outputs: list[str] = []
@@ -259,22 +382,57 @@ def run_analysis(
         if _exists(butler, calib):
             collections.append(calib)
         pipeline = step.pipeline if os.path.isabs(step.pipeline) else pipelines_dir(step.pipeline)
-        cmd = [_tool("pipetask"), "run", "--register-dataset-types", "-b", repo, "-i", ",".join(collections),
-               "-o", output, "-p", pipeline, "-d", query, "-j", str(jobs)]  # fmt: skip
+        # An existing output (interrupted or earlier run) is resumed, not started again.
+        collections, resume = resume_arguments(butler, output, collections, replace=not step.select_exposures)
+        if bps:
+            submit_file = write_bps_submit(
+                step,
+                run,
+                pipeline,
+                bps,
+                jobs=jobs,
+                submit_dir=submit_dir or os.path.join(os.getcwd(), "submit"),
+            )
+            cmd = [_tool("bps"), "submit", os.path.abspath(submit_file), "-b", os.path.abspath(repo),
+                   "-i", ",".join(collections), "-o", output, "-d", query,
+                   *bps_resume_options(resume, output)]  # fmt: skip
+            cwd = os.path.dirname(os.path.abspath(submit_file))
+        else:
+            cwd = None
+            cmd = [_tool("pipetask"), "run", "--register-dataset-types", "-b", repo,
+                   "-i", ",".join(collections), "-o", output, "-p", pipeline, "-d", query,
+                   "-j", str(jobs), *resume]  # fmt: skip
         result = StepResult(step, "dry-run" if dry_run else "done", output, commands=[shell_join(cmd)])
         results.append(result)
         if dry_run:
             _LOG.info("[dry run] %s", shell_join(cmd))
             continue
         _LOG.info("Step %s: %d input(s) -> %s", step.name, n, output)
-        proc = _run_command(cmd)
-        if proc.returncode != 0:
-            result.status = "failed"
-            result.message = f"pipetask failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-            _LOG.error("Step %s failed:\n%s", step.name, proc.stderr[-4000:])
-            break
-        outputs.append(output)
+        proc = _run_command(cmd, cwd=cwd)
+        empty = proc.returncode != 0 and is_empty_graph(_graph_log(proc.stderr) if bps else proc.stderr)
+        resuming = "--extend-run" in cmd or "--skip-existing-in" in " ".join(cmd)
+        if empty and not resuming:
+            result.status = "skipped"
+            result.message = "no quantum to run (inputs or calibrations missing?): see the pipetask log"
+            _LOG.warning("Step %s: %s\n%s", step.name, result.message, proc.stderr[-3000:])
+            continue
+        # An empty graph when resuming: every quantum was done before.
+        failed = proc.returncode != 0 and not empty
         butler.registry.refresh()
+        if failed:
+            # Other steps still run: those needing this step's outputs fail or are skipped in turn.
+            result.status = "failed"
+            tool = os.path.basename(cmd[0])
+            result.message = (
+                f"{tool} failed (exit {proc.returncode}): {error_summary(proc.stderr)}\n{proc.stderr[-4000:]}"
+            )
+            _LOG.error("Step %s failed:\n%s", step.name, proc.stderr[-4000:])
+            wrote = _exists(butler, output) and any(
+                _produced(butler, output, _pipeline_outputs(pipeline)).values()
+            )
+            if not wrote:
+                continue
+        outputs.append(output)
         counts = _produced(butler, output, _pipeline_outputs(pipeline))
         missing = [name for name, n in counts.items() if n == 0]
         if len(counts) > 12:
@@ -283,6 +441,9 @@ def run_analysis(
             )
         else:
             result.message = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        if failed:
+            result.status = "partial"
+            result.message += f" -- some quanta failed (exit {proc.returncode}): {error_summary(proc.stderr)}"
         if missing:
             result.status = "partial"
             result.message += f" -- nothing written for {', '.join(missing)} (see the pipetask log)"
@@ -297,8 +458,8 @@ def run_analysis(
             for dataset_type in step.certify:
                 refs = butler.query_datasets(dataset_type, collections=output, limit=None, explain=False)
                 if refs:
-                    butler.registry.certify(calib, refs, Timespan(begin, end))
-                    _LOG.info("Certified %d %s into %s", len(refs), dataset_type, calib)
+                    n_new = certify_once(butler, calib, dataset_type, refs, Timespan(begin, end))
+                    _LOG.info("Certified %d %s into %s", n_new, dataset_type, calib)
             result.commands.append(
                 shell_join(
                     [
@@ -327,5 +488,6 @@ def run_analysis(
         if _exists(butler, calib):
             chain.append(calib)
         butler.collections.redefine_chain(umbrella, chain)
+        record_steps(butler, umbrella, run_type, [s.name for s in all_steps], results)
         _LOG.info("Outputs of run %s: collection %s", run, umbrella)
     return results

@@ -12,7 +12,6 @@ from __future__ import annotations
 __all__ = ["run_simulator_benchmark"]
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -25,6 +24,7 @@ from typing import Any
 from ..rawio import write_raw
 from ..simulator.headers import primary_header, segment_headers
 from ..simulator.run import SIMULATOR_VERSION, Simulation, simulate_ccd_arrays
+from . import write_figures
 
 _CASES = (("bias", 0), ("flat_5e4", 13), ("flat_1e5", 9))
 _DETECTORS = (("ITL", "R01_S01"), ("E2V", "R22_S11"))
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="Timed repetitions per case.")
     args = parser.parse_args(argv)
     figures = run_simulator_benchmark(repeats=args.repeats)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(figures, f, indent=2)
+    write_figures(figures, args.out, echo=False)
     for c in figures["cases"]:
         print(
             f"{c['vendor']:4s} {c['exposure']:9s} simulate {c['simulate_seconds']:.3f} s  "

@@ -15,7 +15,7 @@ from __future__ import annotations
 __all__ = ["run_stability_benchmark"]
 
 import argparse
-import json
+import functools
 import os
 import resource
 import tempfile
@@ -29,7 +29,8 @@ from ..persistence import EoPersistenceTask
 from ..rawio import read_raw
 from ..simulator import load_truth, simulate
 from ..wavelengthFlats import EoWavelengthFlatsTask
-from .tasks import TARGET_RATIO, _timed
+from . import write_figures
+from .tasks import TARGET_RATIO, _in_child, _timed
 
 _PLAN = """
 name: bench_stability
@@ -72,6 +73,7 @@ def run_stability_benchmark(
         floor and whether it meets the target.
     """
     per_task: dict[str, list[tuple[float, int]]] = {}
+    rss_mb: dict[str, float] = {}
     floor: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = work_dir or tmp
@@ -105,10 +107,10 @@ def run_stability_benchmark(
             )
             for name, task, testtype in tasks:
                 inputs = sets[testtype]
-                seconds = _timed(lambda t=task, h=inputs, d=det, b=bias, k=dark: t.run(h, d, bias=b, dark=k))[
-                    0
-                ]
+                job = functools.partial(task.run, inputs, det, bias=bias, dark=dark)
+                seconds, rss = _in_child(job), _in_child(job, trace=True)
                 per_task.setdefault(name, []).append((seconds, len(inputs)))
+                rss_mb[name] = max(rss_mb.get(name, 0.0), rss)
     floor_s = sum(floor) / len(floor)
     tasks = {}
     for name, values in per_task.items():
@@ -117,6 +119,7 @@ def run_stability_benchmark(
             "cpu_s_per_ccd_exposure": round(per_exposure, 4),
             "ratio_to_floor": round(per_exposure / floor_s, 3),
             "meets_target": per_exposure / floor_s <= TARGET_RATIO,
+            "peak_alloc_mb": round(rss_mb[name], 1),
         }
     return {
         "floor_cpu_s_per_ccd_exposure": round(floor_s, 4),
@@ -132,10 +135,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/stability.json", help="JSON output file.")
     args = parser.parse_args()
     figures = run_stability_benchmark()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(figures, f, indent=2)
-    print(json.dumps(figures, indent=2))
+    write_figures(figures, args.out)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from __future__ import annotations
 __all__ = ["run_task_benchmark"]
 
 import argparse
-import json
+import multiprocessing
 import os
 import resource
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..ptcExtract import EoPtcExtractTask
 from ..rawio import read_raw
 from ..readNoise import EoReadNoiseTask
 from ..simulator import load_truth, simulate
+from . import write_figures
 
 TARGET_RATIO = 2.0
 """Issue target: each per-exposure task at most 2x the read floor..."""
@@ -62,12 +64,37 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return _cpu() - start, result
 
 
-def _time_tasks(handles: dict[str, list[RawFileHandle]], det: Any) -> list[tuple[str, float, int]]:
-    """CPU seconds of every task on one detector's biases ("b"), darks ("d") and flats ("f")."""
+def _in_child(fn: Callable[[], Any], trace: bool = False) -> float:
+    """Run ``fn`` in a forked child: its CPU seconds, or with ``trace`` its peak allocation (MiB).
+
+    The peak is the largest amount of memory the task held at once (Python objects and numpy
+    arrays, which report to `tracemalloc`), measured in a separate run because tracing slows
+    Python code down; a forked child starts clean of the benchmark's own allocations.
+    """
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+
+    def target() -> None:
+        if trace:
+            tracemalloc.start()
+            fn()
+            sender.send(tracemalloc.get_traced_memory()[1] / 1024.0**2)
+        else:
+            sender.send(_timed(fn)[0])
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    value = receiver.recv()
+    proc.join()
+    return value
+
+
+def _time_tasks(handles: dict[str, list[RawFileHandle]], det: Any) -> list[tuple[str, float, int, float]]:
+    """CPU seconds and peak RSS of every task on one detector's biases, darks and flats."""
     b, d, f = handles["b"], handles["d"], handles["f"]
-    t, bias = _timed(lambda: EoBiasTask().run(b, det).bias)
-    out = [("eoBias", t, len(b))]
+    bias = EoBiasTask().run(b, det).bias
     runs = {
+        "eoBias": (lambda: EoBiasTask().run(b, det), len(b)),
         "eoOverscan": (lambda: [EoOverscanTask().run(h.get()) for h in b], len(b)),
         "eoReadNoise": (lambda: EoReadNoiseTask().run(b, det), len(b)),
         "eoBiasStability": (lambda: EoBiasStabilityTask().run(b, det), len(b)),
@@ -78,8 +105,9 @@ def _time_tasks(handles: dict[str, list[RawFileHandle]], det: Any) -> list[tuple
             len(f),
         ),
     }
+    out = []
     for name, (fn, n) in runs.items():
-        out.append((name, _timed(fn)[0], n))
+        out.append((name, _in_child(fn), n, _in_child(fn, trace=True)))
     return out
 
 
@@ -117,6 +145,7 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
             ]
 
         per_task: dict[str, list[tuple[float, int]]] = {}
+        rss_mb: dict[str, float] = {}
         floor: list[float] = []
         for det_name in detectors.split(","):
             det = get_camera()[det_name]
@@ -126,8 +155,9 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
             handles = {
                 k: [RawFileHandle(p) for p in v] for k, v in (("b", biases), ("d", darks), ("f", flats))
             }
-            for name, seconds, n in _time_tasks(handles, det):
+            for name, seconds, n, rss in _time_tasks(handles, det):
                 per_task.setdefault(name, []).append((seconds, n))
+                rss_mb[name] = max(rss_mb.get(name, 0.0), rss)
     floor_s = sum(floor) / len(floor)
     tasks = {}
     for name, values in per_task.items():
@@ -137,6 +167,7 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
             "ratio_to_floor": round(per_exposure / floor_s, 3),
             "target_ratio": TARGET_RATIOS.get(name, TARGET_RATIO),
             "meets_target": per_exposure / floor_s <= TARGET_RATIOS.get(name, TARGET_RATIO),
+            "peak_alloc_mb": round(rss_mb[name], 1),
         }
     return {
         "floor_cpu_s_per_ccd_exposure": round(floor_s, 4),
@@ -152,10 +183,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/tasks.json", help="JSON output file.")
     args = parser.parse_args()
     figures = run_task_benchmark()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(figures, f, indent=2)
-    print(json.dumps(figures, indent=2))
+    write_figures(figures, args.out)
 
 
 if __name__ == "__main__":
