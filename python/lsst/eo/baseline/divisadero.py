@@ -12,6 +12,13 @@ eo_pipe's definition (``eo_pipe.md`` section 3.12), on the combined flat (``eoFl
 4. each amplifier's value is the larger D of its two boundaries (a CCD edge counts 0).
 
 ITL sensors tear; e2v sensors show none.
+
+Bad amplifiers (`lsst.eo.baseline.ampFlags`): an amplifier flagged in the flat's metadata
+(``AMP_FLAGS``: all zero, saturated or dead in the flat's inputs or the bias used) is not measured:
+its row has NaN values and a non-zero ``flags`` column, and a warning names it.  Its profile counts
+as NaN, so the boundary it shares with a good neighbour is measured from the neighbour's columns
+only (step 3).  An amplifier without enough finite columns for its profile is flagged
+``NONFINITE``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnect
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats_rows
+from .ampFlags import AmpFlag, apply_amp_flags, describe_flagged, metadata_amp_flags, nan_median
 from .camera import DetectorInfo, get_camera
 
 
@@ -53,15 +61,24 @@ def column_profile(
     Returns
     -------
     profile : `numpy.ndarray`
-        One value per column, ~1 away from the edges.
+        One value per column, ~1 away from the edges; all NaN if fewer than two columns of the
+        fitted range have a finite, non-zero mean (e.g. an amplifier without signal).
     """
     block = np.asarray(amp_image[row_min:row_max], dtype=np.float64)
     means, _ = clipped_stats_rows(block.T)  # one clipped mean per column
-    profile = means / np.nanmedian(means)
+    means = np.asarray(means, dtype=np.float64)
+    nan_profile = np.full(means.shape, np.nan)
+    level = nan_median(means)
+    if not np.isfinite(level) or level == 0:
+        return nan_profile
+    profile = means / level
     x = np.arange(profile.size)
     core = (x >= n_edge) & (x < profile.size - n_edge) & np.isfinite(profile)
+    if np.count_nonzero(core) < 2:
+        return nan_profile
     line = np.polyval(np.polyfit(x[core], profile[core], 1), x)
-    return profile / line
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return profile / line
 
 
 def boundary_deviations(profiles: list[np.ndarray], n_pix: int = 2) -> list[float]:
@@ -144,13 +161,23 @@ class EoDivisaderoTask(PipelineTask):
         """
         cfg = self.config
         image = flat.image.array
+        flags = {a: 0 for a in detector.amp_names}
+        for amp, value in metadata_amp_flags(flat.metadata).items():
+            if amp in flags:
+                flags[amp] |= value
         profiles: dict[str, np.ndarray] = {}
         for layout in detector.ccd_type.amps:
             b = layout.bbox
+            if flags[layout.name]:
+                # Masked BAD and filled with the flat's median: no profile to measure.
+                profiles[layout.name] = np.full(b.x.stop - b.x.start, np.nan)
+                continue
             amp = image[b.y.start : b.y.stop, b.x.start : b.x.stop]
             if layout.flip_y:  # read out at the top: count rows from the serial register
                 amp = amp[::-1]
             profiles[layout.name] = column_profile(amp, cfg.rowMin, cfg.rowMax, cfg.nEdge)
+            if not np.isfinite(profiles[layout.name]).any():
+                flags[layout.name] |= int(AmpFlag.NONFINITE)
         left = {a.name: 0.0 for a in detector.ccd_type.amps}
         right = dict(left)
         for iy in sorted({a.iy for a in detector.ccd_type.amps}):
@@ -162,4 +189,9 @@ class EoDivisaderoTask(PipelineTask):
         rows = [(a, max(left[a], right[a]), left[a], right[a]) for a in detector.amp_names]
         table = Table(rows=rows, names=("amp", "divisadero_tearing", "divisadero_left", "divisadero_right"))
         table.meta.update({"DETECTOR": detector.id, "DET_NAME": detector.name})
+        apply_amp_flags(table, flags, required=["divisadero_tearing"])
+        flagged = dict(zip(table["amp"], table["flags"], strict=True))
+        if any(flagged.values()):
+            self.log.warning("%s: divisadero tearing not measured for flagged amplifier(s) %s",
+                             detector.name, describe_flagged(flagged))  # fmt: skip
         return Struct(tearing=table)

@@ -43,6 +43,12 @@ default (eo_pipe subtracts both: see above why it makes no difference); the flux
 uses the CCOBFLUX header (eo_pipe: a photodiode dataset, disabled in its B-protocol
 configuration); and scalar drift/scatter metrics are stored (eo_pipe only plots the time series).
 
+Bad amplifiers (`lsst.eo.baseline.ampFlags`): an amplifier all zero, saturated or dead in any of
+the stability flats, or flagged in the metadata (``AMP_FLAGS``) of the bias or dark used, is not
+measured: its rows of both tables have NaN values and a non-zero ``flags`` column, and a warning
+names it.  An amplifier whose median signal is not finite is flagged ``NONFINITE``.  With
+``DETECTOR_MEDIAN`` the per-exposure median is taken over the other amplifiers.
+
 Raws are read one exposure at a time: every HDU is decompressed once and memory holds one CCD.
 """
 
@@ -68,6 +74,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats
+from .ampFlags import apply_amp_flags, describe_flagged, metadata_amp_flags, nan_median, raw_amp_flags
 from .ampStream import exposure_id_of
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
@@ -319,6 +326,13 @@ class EoGainStabilityTask(PipelineTask):
             raise NoWorkFound(f"No stability flat for {detector.name}")
         bias_amps = amp_views(bias, detector)
         dark_amps = amp_views(dark, detector)
+        # Flags of the calibrations used, then ORed with those of every raw input.
+        flags: dict[str, int] = {a: 0 for a in detector.amp_names}
+        for calib in (bias, dark):
+            if calib is not None:
+                for amp, value in metadata_amp_flags(calib.metadata).items():
+                    if amp in flags:
+                        flags[amp] |= value
         rows = []
         info = []
         for handle in raws:
@@ -335,6 +349,11 @@ class EoGainStabilityTask(PipelineTask):
                 (exp_id, mjd, header_float(header, "EXPTIME"), header_float(header, "CCOBFLUX"), norm)
             )
             for amp in detector.amp_names:
+                flags[amp] |= raw_amp_flags(raw[amp])
+                if flags[amp]:
+                    # Not measured; an amplifier found bad in a later exposure is blanked below.
+                    rows.append((exp_id, amp, np.nan, np.nan))
+                    continue
                 isr = self.isr.run_amp(
                     raw[amp],
                     gain=gains[amp],
@@ -359,12 +378,16 @@ class EoGainStabilityTask(PipelineTask):
         n_exp = len(info)
         amps = detector.amp_names
         # rows are exposure-major: reshape into [exposure, amp]
-        signal = np.array([r[2] for r in rows]).reshape(n_exp, len(amps))
-        stdev = np.array([r[3] for r in rows]).reshape(n_exp, len(amps))
+        signal = np.array([r[2] for r in rows], dtype=np.float64).reshape(n_exp, len(amps))
+        stdev = np.array([r[3] for r in rows], dtype=np.float64).reshape(n_exp, len(amps))
+        # An amplifier found bad in any exposure is left out of all of them.
+        bad_columns = np.array([bool(flags[a]) for a in amps])
+        signal[:, bad_columns] = np.nan
+        stdev[:, bad_columns] = np.nan
         normed = np.column_stack([normalize_series(signal[:, j], norms) for j in range(len(amps))])
         raw_normed = np.column_stack([normalize_series(signal[:, j]) for j in range(len(amps))])
         if mode == "DETECTOR_MEDIAN":
-            normed = normed / np.nanmedian(normed, axis=1)[:, None]
+            normed = normed / np.array([nan_median(row) for row in normed])[:, None]
         exp_ids = np.array([i[0] for i in info])
         mjds = np.array([i[1] for i in info])
         order = np.argsort(mjds, kind="stable")
@@ -390,7 +413,7 @@ class EoGainStabilityTask(PipelineTask):
             s = stability_summary(mjds, normed[:, j])
             r = stability_summary(mjds, raw_normed[:, j])
             summary_rows.append(
-                (amp, float(np.nanmedian(signal[:, j])), s["drift_ppt"], s["gain_drift_ppt"],
+                (amp, nan_median(signal[:, j]), s["drift_ppt"], s["gain_drift_ppt"],
                  s["slope_ppt_per_hour"], s["scatter_ppt"], s["rms_ppt"], s["peak_to_peak_ppt"],
                  r["rms_ppt"], s["time_span_hours"], s["n"])
             )  # fmt: skip
@@ -407,10 +430,22 @@ class EoGainStabilityTask(PipelineTask):
                 "FLUX_RMS_PPT": flux_rms, "CCOBLED": cfg.ccobLed or "ANY"}  # fmt: skip
         summary.meta.update(meta)
         per_exposure.meta.update(meta)
+        # The drift and scatter need a straight-line fit: required only when the sequence allows one.
+        required = ["signal_median_adu"]
+        finite_mjds = mjds[np.isfinite(mjds)]
+        if finite_mjds.size >= 3 and np.ptp(finite_mjds) > 0:
+            required += ["gain_drift_ppt", "scatter_ppt"]
+        apply_amp_flags(summary, flags, required=required)
+        final = dict(zip(summary["amp"], summary["flags"], strict=True))
+        apply_amp_flags(per_exposure, final, skip=["mjd", "exptime_s", "ccobflux"])
+        if any(final.values()):
+            self.log.warning("%s: gain stability not measured for flagged amplifier(s) %s", detector.name,
+                             describe_flagged(final))  # fmt: skip
+        span = np.asarray(summary["time_span_hours"], dtype=np.float64)
         self.log.info(
             "%s: %d stability flats over %.2f h, median |gain drift| %.3f ppt, median scatter %.3f ppt",
-            detector.name, n_exp, float(np.nanmax(summary["time_span_hours"])),
-            float(np.nanmedian(np.abs(summary["gain_drift_ppt"]))),
-            float(np.nanmedian(summary["scatter_ppt"])),
+            detector.name, n_exp, float(span[np.isfinite(span)].max()) if np.isfinite(span).any() else np.nan,
+            nan_median(np.abs(np.asarray(summary["gain_drift_ppt"], dtype=np.float64))),
+            nan_median(summary["scatter_ppt"]),
         )  # fmt: skip
         return Struct(stability=summary, exposures=per_exposure)

@@ -25,6 +25,15 @@ refined by a bounded scalar search).  Errors are from the Jacobian at the minimu
 reduced chi-square (so that unmodelled scatter widens them).  ``fit_ok`` is False when there are
 too few exposures, when :math:`\tau` is at a bound of ``tauRange``, or when :math:`Q_0 \le 0`.
 
+Bad amplifiers (`lsst.eo.baseline.ampFlags`): an amplifier all zero, saturated or dead in any
+exposure after the flat, all zero or dead in the saturating flat (which is legitimately at the ADC
+maximum, so SATURATED is not looked for there), or flagged in the metadata (``AMP_FLAGS``) of the
+bias or dark used, is not measured: its rows of both tables have NaN values and a non-zero
+``flags`` column, and a warning names it.  When the decay cannot be fitted at all (fewer exposures
+after the flat than parameters + 1, or a non-finite amplitude) the amplifier is flagged
+``FIT_FAILED``; a fit that converges to a bound of ``tauRange`` or to :math:`Q_0 \le 0` keeps its
+values with ``fit_ok`` False.
+
 Deviations from eo_pipe's ``PersistenceTask``: times are referred to the end of the flat's
 integration (eo_pipe: its MJD-TRG, 7 ms earlier in the B protocol); residuals are in electrons with
 the dark current subtracted (eo_pipe: adu, dark current included); the decay is fitted (eo_pipe only
@@ -54,6 +63,14 @@ from lsst.pipe.base import connectionTypes as cT
 from scipy.optimize import minimize_scalar
 
 from .afwstats import clipped_stats
+from .ampFlags import (
+    AmpFlag,
+    apply_amp_flags,
+    describe_flagged,
+    metadata_amp_flags,
+    nan_median,
+    raw_amp_flags,
+)
 from .ampStream import exposure_id_of
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
@@ -351,14 +368,25 @@ class EoPersistenceTask(PipelineTask):
         bias_amps = amp_views(bias, detector)
         dark_amps = amp_views(dark, detector)
         amps = detector.amp_names
+        # Flags of the calibrations used, ORed below with those of every raw input.
+        flags: dict[str, int] = {a: 0 for a in amps}
+        for calib in (bias, dark):
+            if calib is not None:
+                for amp, value in metadata_amp_flags(calib.metadata).items():
+                    if amp in flags:
+                        flags[amp] |= value
         # Dark-current rate of each amplifier (e-/s): the clipped mean of the combined dark (hot
         # pixels excluded, as from the residuals), for the record when the ISR subtracts the dark
         # pixel by pixel; else the configured value, subtracted here.
         if cfg.isr.doDark and dark_amps is not None:
-            dark_rate = {a: clipped_stats(dark_amps[a], cfg.nSigmaClip).mean for a in amps}
+            dark_rate = {
+                a: np.nan if flags[a] else clipped_stats(dark_amps[a], cfg.nSigmaClip).mean for a in amps
+            }
         else:
             dark_rate = {a: cfg.darkCurrent for a in amps}
         flat_types = {t.upper() for t in cfg.flatImageTypes}
+        # A saturating flat is at the ADC maximum by design: only ZERO and DEAD mark a bad amplifier.
+        flat_bits = ~int(AmpFlag.SATURATED)
         gain_source = cfg.isr.gainSource if gains is None else "INPUT"
         exposures: list[dict[str, Any]] = []
         for handle in raws:
@@ -378,7 +406,14 @@ class EoPersistenceTask(PipelineTask):
                 "n": {},
                 "dark_e": {a: dark_rate[a] * dark_time for a in amps},
             }
+            is_flat = entry["imgtype"] in flat_types
             for amp in amps:
+                raw_flags = raw_amp_flags(raw[amp])
+                flags[amp] |= raw_flags & flat_bits if is_flat else raw_flags
+                if flags[amp]:
+                    # Not measured; an amplifier found bad in a later exposure is blanked below.
+                    entry["mean"][amp], entry["stdev"][amp], entry["n"][amp] = np.nan, np.nan, 0
+                    continue
                 isr = self.isr.run_amp(
                     raw[amp],
                     gain=gains[amp],
@@ -393,6 +428,10 @@ class EoPersistenceTask(PipelineTask):
                 entry["n"][amp] = stats.n
             exposures.append(entry)
             del raw
+        for e in exposures:
+            for amp in amps:
+                if flags[amp]:
+                    e["mean"][amp], e["stdev"][amp], e["n"][amp] = np.nan, np.nan, 0
         exposures.sort(key=lambda e: e["begin"])
         flats = [e for e in exposures if e["imgtype"] in flat_types]
         if not flats:
@@ -421,10 +460,16 @@ class EoPersistenceTask(PipelineTask):
                 used.append(f is not None)
             t0a, t1a, ya, siga = (np.array(v, dtype=np.float64) for v in (t0, t1, y, sig))
             mask = np.array(used, dtype=bool)
-            fit = fit_persistence(
-                t0a[mask], t1a[mask], ya[mask], siga[mask], fit_offset=cfg.fitOffset,
-                tau_range=(cfg.tauRange[0], cfg.tauRange[1]),
-            )  # fmt: skip
+            if flags[amp]:
+                # Nothing to fit: the same (NaN) result as a fit without points, no optimisation.
+                fit = fit_persistence(t0a[:0], t1a[:0], ya[:0], fit_offset=cfg.fitOffset)
+            else:
+                fit = fit_persistence(
+                    t0a[mask], t1a[mask], ya[mask], siga[mask], fit_offset=cfg.fitOffset,
+                    tau_range=(cfg.tauRange[0], cfg.tauRange[1]),
+                )  # fmt: skip
+                if not np.isfinite(fit["q0"]):
+                    flags[amp] |= int(AmpFlag.FIT_FAILED)
             with np.errstate(invalid="ignore"):
                 model = persistence_model(t0a, t1a, fit["q0"], fit["tau"]) + fit["offset"]
             for k, e in enumerate(after):
@@ -475,9 +520,15 @@ class EoPersistenceTask(PipelineTask):
                 "FIT_OFFSET": cfg.fitOffset, "TIME_REFERENCE": "flat MJD-END"}  # fmt: skip
         summary.meta.update(meta)
         per_exposure.meta.update(meta)
+        apply_amp_flags(summary, flags, required=["persistence_q0_e", "persistence_tau_s"])
+        final = dict(zip(summary["amp"], summary["flags"], strict=True))
+        apply_amp_flags(per_exposure, final, skip=["mjd", "darktime_s", "t_start_s", "t_end_s"])
+        if any(final.values()):
+            self.log.warning("%s: persistence not measured for flagged amplifier(s) %s", detector.name,
+                             describe_flagged(final))  # fmt: skip
         self.log.info(
             "%s: %d exposure(s) after %d saturating flat(s); median Q0 %.2f e-, tau %.1f s (%d/%d fits ok)",
-            detector.name, int(len(after)), len(flats), float(np.nanmedian(summary["persistence_q0_e"])),
-            float(np.nanmedian(summary["persistence_tau_s"])), int(np.sum(summary["fit_ok"])), len(amps),
+            detector.name, int(len(after)), len(flats), nan_median(summary["persistence_q0_e"]),
+            nan_median(summary["persistence_tau_s"]), int(np.sum(summary["fit_ok"])), len(amps),
         )  # fmt: skip
         return Struct(persistence=summary, exposures=per_exposure)

@@ -15,7 +15,10 @@ contributes numbers to the statistics of the report.
 
 Wavelength flats have a row per LED/filter: the summary keeps the worst value over LEDs (largest
 non-uniformity, relative response farthest from 1) and one column per LED
-(``nonuniformity_<led>``, ``relative_response_<led>``).
+(``nonuniformity_<led>``, ``relative_response_<led>``, NaN for a flagged row).
+
+Every table of `SUMMARY_DATASETS` with a ``flags`` column contributes to ``flags``, the tables of
+gain stability, divisadero tearing, wavelength flats and persistence included.
 """
 
 from __future__ import annotations
@@ -130,8 +133,11 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
             leds.add(led)
             key = (det_id, str(r["amp"]))
             if key in index:
-                index[key][f"nonuniformity_{led}"] = float(r["nonuniformity"])
-                index[key][f"relative_response_{led}"] = float(r["relative_response"])
+                # A flagged row contributes no number (its values are NaN already when the table
+                # follows the convention; older tables may not).
+                bad = FLAGS_COLUMN in table.colnames and int(r[FLAGS_COLUMN]) != 0
+                index[key][f"nonuniformity_{led}"] = np.nan if bad else float(r["nonuniformity"])
+                index[key][f"relative_response_{led}"] = np.nan if bad else float(r["relative_response"])
     for row in rows:
         ny, nx = camera[row["detector"]].ccd_type.data_shape
         for kind in ("bright", "dark"):

@@ -43,6 +43,12 @@ All statistics use every ``statsRowStride``-th row of the imaging area (default 
 per amplifier, which give a mean to 2e-5 and a variance to 0.3 %, far below the systematic errors)
 to keep the cost per exposure near that of reading it.
 
+Bad amplifiers (`lsst.eo.baseline.ampFlags`): an amplifier all zero, saturated or dead in any of
+the wavelength flats, or flagged in the metadata (``AMP_FLAGS``) of the bias or dark used, is not
+measured: its rows (every LED/filter) have NaN values and a non-zero ``flags`` column, and a
+warning names it; the detector median of ``relative_response`` is taken over the other amplifiers.
+A row whose signal or non-uniformity is not finite is flagged ``NONFINITE``.
+
 eo_pipe only makes mosaics of wavelength flats (no response or PRNU numbers): these tables are new.
 Memory: each group of ``ampsPerRead`` amplifiers of every input is read once and held together.
 """
@@ -71,6 +77,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, gaussian_clip_factor
+from .ampFlags import apply_amp_flags, describe_flagged, metadata_amp_flags, nan_median, raw_amp_flags
 from .ampStream import amp_groups, read_amp_group
 from .calibCombine import amp_views
 from .camera import DetectorInfo, get_camera
@@ -346,6 +353,35 @@ class EoWavelengthFlatsTask(PipelineTask):
             "noise_method": method,
         }
 
+    @staticmethod
+    def _unmeasured(members: Sequence[int], info: Sequence[dict[str, float]], gain: float) -> dict[str, Any]:
+        """Row of an amplifier that is not measured: NaN metrics, the inputs as for a measured one.
+
+        Parameters
+        ----------
+        members : sequence of `int`
+            Indices of the group's exposures in ``info``.
+        info : sequence of `dict`
+            ``exptime`` and ``ccobflux`` of every exposure.
+        gain : `float`
+            Gain of the amplifier (e-/adu).
+
+        Returns
+        -------
+        row : `dict`
+            The keys of a measured row.
+        """
+        nan = float("nan")
+        with np.errstate(invalid="ignore"):
+            flux = np.array([info[i]["ccobflux"] for i in members], dtype=np.float64)
+            exptime = np.array([info[i]["exptime"] for i in members], dtype=np.float64)
+            return {
+                "nonuniformity": nan, "prnu": nan, "large_scale_rms": nan, "temporal_rms": nan,
+                "noise_method": "none", "signal_adu": nan, "response_adu_per_s": nan,
+                "response_e_per_s": nan, "response_per_ccobflux": nan, "ccobflux": float(np.mean(flux)),
+                "exptime_s": float(np.mean(exptime)), "n_exposures": len(members), "gain_e_per_adu": gain,
+            }  # fmt: skip
+
     def run(
         self,
         raws: Sequence[Any],
@@ -384,6 +420,13 @@ class EoWavelengthFlatsTask(PipelineTask):
         results: dict[tuple[tuple[str, str], str], dict[str, Any]] = {}
         groups: dict[tuple[str, str], list[int]] = {}
         info: list[dict[str, float]] = []
+        # Flags of the calibrations used, ORed below with those of every raw input.
+        flags: dict[str, int] = {a: 0 for a in detector.amp_names}
+        for calib in (bias, dark):
+            if calib is not None:
+                for amp, value in metadata_amp_flags(calib.metadata).items():
+                    if amp in flags:
+                        flags[amp] |= value
         for amp_group in amp_groups(detector.amp_names, cfg.ampsPerRead):
             exposures = read_amp_group(raws, amp_group)
             if not groups:
@@ -394,6 +437,12 @@ class EoWavelengthFlatsTask(PipelineTask):
             if gains is None:
                 gains = self.isr.default_gains(exposures[0])
             for amp in amp_group:
+                for r in exposures:
+                    flags[amp] |= raw_amp_flags(r[amp])
+                if flags[amp]:
+                    for key, members in groups.items():
+                        results[(key, amp)] = self._unmeasured(members, info, gains[amp])
+                    continue
                 for key, members in groups.items():
                     images, means, noise = [], [], []
                     for i in members:
@@ -411,8 +460,14 @@ class EoWavelengthFlatsTask(PipelineTask):
                         images.append(image)
                         noise.append(isr.read_noise_adu / gaussian_clip_factor(3.0, 3))
                     g = gains[amp]
-                    rates = np.array([m / info[i]["exptime"] for m, i in zip(means, members, strict=True)])
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        rates = np.array(means) / np.array([info[i]["exptime"] for i in members])
                     flux = np.array([info[i]["ccobflux"] for i in members])
+                    if not np.all(np.isfinite(means)) or min(means) == 0:
+                        # No usable pixel or no signal: the row is flagged NONFINITE below.
+                        results[(key, amp)] = self._unmeasured(members, info, g)
+                        del images
+                        continue
                     row = self._measure_group(images, means, g, float(np.median(noise)))
                     with np.errstate(invalid="ignore", divide="ignore"):
                         row.update(
@@ -430,15 +485,15 @@ class EoWavelengthFlatsTask(PipelineTask):
             del exposures
         rows = []
         for key in groups:
-            ccd_median = float(
-                np.nanmedian([results[(key, a)]["response_e_per_s"] for a in detector.amp_names])
-            )
+            # Over the measured amplifiers (flagged ones are NaN).
+            ccd_median = nan_median([results[(key, a)]["response_e_per_s"] for a in detector.amp_names])
             for amp in detector.amp_names:
                 r = results[(key, amp)]
+                relative = r["response_e_per_s"] / ccd_median if ccd_median else np.nan
                 rows.append(
                     (key[0], key[1], amp, r["n_exposures"], r["exptime_s"], r["signal_adu"],
                      r["response_adu_per_s"], r["response_e_per_s"], r["ccobflux"],
-                     r["response_per_ccobflux"], r["response_e_per_s"] / ccd_median, r["nonuniformity"],
+                     r["response_per_ccobflux"], relative, r["nonuniformity"],
                      r["prnu"], r["large_scale_rms"], r["temporal_rms"], r["noise_method"],
                      r["gain_e_per_adu"])
                 )  # fmt: skip
@@ -459,6 +514,14 @@ class EoWavelengthFlatsTask(PipelineTask):
              "BLOCK_SIZE": cfg.blockSize, "LARGE_SCALE_DEGREE": cfg.largeScaleDegree,
              "GAIN_SOURCE": gain_source}
         )  # fmt: skip
+        apply_amp_flags(table, flags, required=["signal_adu", "response_e_per_s", "nonuniformity"],
+                        skip=["exptime_s", "ccobflux", "gain_e_per_adu"])  # fmt: skip
+        flagged: dict[str, int] = {}
+        for amp, value in zip(table["amp"], table["flags"], strict=True):
+            flagged[str(amp)] = flagged.get(str(amp), 0) | int(value)
+        if any(flagged.values()):
+            self.log.warning("%s: wavelength flats not measured for flagged amplifier(s) %s", detector.name,
+                             describe_flagged(flagged))  # fmt: skip
         self.log.info(
             "%s: %d wavelength flats in %d LED/filter groups (%s)", detector.name, len(raws), len(groups),
             ", ".join(f"{k[0]}/{k[1]}" for k in groups),
