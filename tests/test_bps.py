@@ -26,6 +26,20 @@ STEPS = ["bias", "dark"]
 TABLES = {"bias": ["eoReadNoise", "eoBiasStability"], "dark": ["eoDarkCurrent", "eoBrightDefects"]}
 
 
+def _run_with_bps(repo: str, submit: str):
+    """The bias and dark steps as BPS workflows on parsl (output prefix u/bps)."""
+    return run_analysis(
+        repo,
+        "13600",
+        "b_protocol",
+        steps=STEPS,
+        jobs=2,
+        output_prefix="u/bps",
+        bps="local",
+        submit_dir=submit,
+    )
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     top = tmp_path_factory.mktemp("bps")
@@ -37,16 +51,7 @@ def analysed(tmp_path_factory):
     del butler
     reference = run_analysis(repo, "13600", "b_protocol", steps=STEPS, jobs=2)
     submit = str(top / "submit")
-    with_bps = run_analysis(
-        repo,
-        "13600",
-        "b_protocol",
-        steps=STEPS,
-        jobs=2,
-        output_prefix="u/bps",
-        bps="local",
-        submit_dir=submit,
-    )
+    with_bps = _run_with_bps(repo, submit)
     return repo, submit, reference, with_bps
 
 
@@ -165,16 +170,7 @@ def test_bps_step_resumes_only_what_is_missing(analysed):
     ]
     assert len(lost) == 2
     butler.pruneDatasets(lost, disassociate=True, unstore=True, purge=True)
-    results = run_analysis(
-        repo,
-        "13600",
-        "b_protocol",
-        steps=STEPS,
-        jobs=2,
-        output_prefix="u/bps",
-        bps="local",
-        submit_dir=submit,
-    )
+    results = _run_with_bps(repo, submit)
     assert [(r.step.name, r.status) for r in results] == [(s, "done") for s in STEPS], [
         r.message for r in results
     ]

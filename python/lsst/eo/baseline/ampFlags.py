@@ -48,6 +48,7 @@ __all__ = [
     "encode_amp_flags",
     "flag_names",
     "metadata_amp_flags",
+    "calib_amp_flags",
     "nan_median",
     "raw_amp_flags",
 ]
@@ -172,6 +173,31 @@ def metadata_amp_flags(metadata: Mapping[str, Any] | None) -> dict[str, int]:
         return decode_amp_flags(metadata.get(FLAGS_METADATA_KEY))
     except AttributeError:
         return {}
+
+
+def calib_amp_flags(amp_names: Iterable[str], *calibs: Any) -> dict[str, int]:
+    """Flags of every amplifier inherited from the calibrations used (``None`` entries ignored).
+
+    Parameters
+    ----------
+    amp_names : iterable of `str`
+        Amplifiers of the detector: every one gets an entry (0 if unflagged).
+    *calibs
+        Calibration images with ``metadata`` (e.g. ``eoBias``, ``eoDark``), or `None`.
+
+    Returns
+    -------
+    flags : `dict` [`str`, `int`]
+        OR of the ``AMP_FLAGS`` of the calibrations, per amplifier.
+    """
+    flags = {amp: 0 for amp in amp_names}
+    for calib in calibs:
+        if calib is None:
+            continue
+        for amp, value in metadata_amp_flags(calib.metadata).items():
+            if amp in flags:
+                flags[amp] |= value
+    return flags
 
 
 def apply_amp_flags(

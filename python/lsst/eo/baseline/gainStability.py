@@ -74,7 +74,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats
-from .ampFlags import apply_amp_flags, describe_flagged, metadata_amp_flags, nan_median, raw_amp_flags
+from .ampFlags import apply_amp_flags, calib_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import exposure_id_of
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
@@ -327,12 +327,7 @@ class EoGainStabilityTask(PipelineTask):
         bias_amps = amp_views(bias, detector)
         dark_amps = amp_views(dark, detector)
         # Flags of the calibrations used, then ORed with those of every raw input.
-        flags: dict[str, int] = {a: 0 for a in detector.amp_names}
-        for calib in (bias, dark):
-            if calib is not None:
-                for amp, value in metadata_amp_flags(calib.metadata).items():
-                    if amp in flags:
-                        flags[amp] |= value
+        flags = calib_amp_flags(detector.amp_names, bias, dark)
         rows = []
         info = []
         for handle in raws:

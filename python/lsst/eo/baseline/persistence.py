@@ -66,8 +66,8 @@ from .afwstats import clipped_stats
 from .ampFlags import (
     AmpFlag,
     apply_amp_flags,
+    calib_amp_flags,
     describe_flagged,
-    metadata_amp_flags,
     nan_median,
     raw_amp_flags,
 )
@@ -369,12 +369,7 @@ class EoPersistenceTask(PipelineTask):
         dark_amps = amp_views(dark, detector)
         amps = detector.amp_names
         # Flags of the calibrations used, ORed below with those of every raw input.
-        flags: dict[str, int] = {a: 0 for a in amps}
-        for calib in (bias, dark):
-            if calib is not None:
-                for amp, value in metadata_amp_flags(calib.metadata).items():
-                    if amp in flags:
-                        flags[amp] |= value
+        flags = calib_amp_flags(amps, bias, dark)
         # Dark-current rate of each amplifier (e-/s): the clipped mean of the combined dark (hot
         # pixels excluded, as from the residuals), for the record when the ISR subtracts the dark
         # pixel by pixel; else the configured value, subtracted here.

@@ -77,7 +77,7 @@ from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Pipeli
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, gaussian_clip_factor
-from .ampFlags import apply_amp_flags, describe_flagged, metadata_amp_flags, nan_median, raw_amp_flags
+from .ampFlags import apply_amp_flags, calib_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import amp_groups, read_amp_group
 from .calibCombine import amp_views
 from .camera import DetectorInfo, get_camera
@@ -421,12 +421,7 @@ class EoWavelengthFlatsTask(PipelineTask):
         groups: dict[tuple[str, str], list[int]] = {}
         info: list[dict[str, float]] = []
         # Flags of the calibrations used, ORed below with those of every raw input.
-        flags: dict[str, int] = {a: 0 for a in detector.amp_names}
-        for calib in (bias, dark):
-            if calib is not None:
-                for amp, value in metadata_amp_flags(calib.metadata).items():
-                    if amp in flags:
-                        flags[amp] |= value
+        flags = calib_amp_flags(detector.amp_names, bias, dark)
         for amp_group in amp_groups(detector.amp_names, cfg.ampsPerRead):
             exposures = read_amp_group(raws, amp_group)
             if not groups:
