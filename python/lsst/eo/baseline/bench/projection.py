@@ -28,10 +28,10 @@ _READERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("DARK", "PERSISTENCE"): ("eoPersistence",),
     ("FLAT", "PERSISTENCE"): ("eoPersistence",),
 }
-# Per-detector quanta of one B-protocol plus one PTC analysis (pipelines/bProtocol.yaml, ptc.yaml):
-# B protocol 4 bias + 3 dark + 40 pair extractions + 7 flat products + 4 stability + 2 lambda + 3
-# persistence + 2 flat-field; PTC run 297 pair extractions + 6 products.
-_QUANTA_PER_DETECTOR = {"b_protocol": 4 + 3 + 40 + 7 + 4 + 2 + 3 + 2, "ptc": 297 + 6}
+# Per-detector quanta of one analysis besides the pair extractions (one per flat pair, counted from
+# the plan): B protocol 4 bias + 3 dark + 7 flat products + 4 stability + 2 lambda + 3 persistence
+# + 2 flat-field; PTC run 6 products (pipelines/bProtocol.yaml, ptc.yaml).
+_OTHER_QUANTA_PER_DETECTOR = {"b_protocol": 4 + 3 + 7 + 4 + 2 + 3 + 2, "ptc": 6}
 
 
 def project_full_run(
@@ -65,7 +65,8 @@ def project_full_run(
         for exp in exposures:
             readers = _READERS.get((exp.imgtype, exp.testtype), ())
             seconds += sum(cpu.get(name, 2 * floor) for name in readers) + floor
-        quanta = _QUANTA_PER_DETECTOR[plan]
+        pairs = sum(1 for exp in exposures if exp.testtype == "PTC" and exp.imgtype == "FLAT") // 2
+        quanta = pairs + _OTHER_QUANTA_PER_DETECTOR[plan]
         per_detector = seconds + quanta * overhead_s
         runs[plan] = {
             "exposures": len(exposures),

@@ -17,7 +17,6 @@ __all__ = ["run_stability_benchmark"]
 import argparse
 import functools
 import os
-import resource
 import tempfile
 from typing import Any
 
@@ -30,7 +29,7 @@ from ..rawio import read_raw
 from ..simulator import load_truth, simulate
 from ..wavelengthFlats import EoWavelengthFlatsTask
 from . import write_figures
-from .tasks import TARGET_RATIO, _in_child, _timed
+from .tasks import _in_child, _timed, summarize_tasks
 
 _PLAN = """
 name: bench_stability
@@ -73,7 +72,7 @@ def run_stability_benchmark(
         floor and whether it meets the target.
     """
     per_task: dict[str, list[tuple[float, int]]] = {}
-    rss_mb: dict[str, float] = {}
+    peak_mb: dict[str, float] = {}
     floor: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = work_dir or tmp
@@ -110,24 +109,8 @@ def run_stability_benchmark(
                 job = functools.partial(task.run, inputs, det, bias=bias, dark=dark)
                 seconds, rss = _in_child(job), _in_child(job, trace=True)
                 per_task.setdefault(name, []).append((seconds, len(inputs)))
-                rss_mb[name] = max(rss_mb.get(name, 0.0), rss)
-    floor_s = sum(floor) / len(floor)
-    tasks = {}
-    for name, values in per_task.items():
-        per_exposure = sum(t for t, _ in values) / sum(n for _, n in values)
-        tasks[name] = {
-            "cpu_s_per_ccd_exposure": round(per_exposure, 4),
-            "ratio_to_floor": round(per_exposure / floor_s, 3),
-            "meets_target": per_exposure / floor_s <= TARGET_RATIO,
-            "peak_alloc_mb": round(rss_mb[name], 1),
-        }
-    return {
-        "floor_cpu_s_per_ccd_exposure": round(floor_s, 4),
-        "target_ratio": TARGET_RATIO,
-        "tasks": tasks,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "detectors": detectors,
-    }
+                peak_mb[name] = max(peak_mb.get(name, 0.0), rss)
+    return summarize_tasks(per_task, peak_mb, sum(floor) / len(floor), detectors)
 
 
 def main() -> None:

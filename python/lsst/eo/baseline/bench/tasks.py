@@ -11,7 +11,7 @@ Run as ``python -m lsst.eo.baseline.bench.tasks --out bench/tasks.json``.
 
 from __future__ import annotations
 
-__all__ = ["run_task_benchmark"]
+__all__ = ["run_task_benchmark", "summarize_tasks"]
 
 import argparse
 import multiprocessing
@@ -145,7 +145,7 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
             ]
 
         per_task: dict[str, list[tuple[float, int]]] = {}
-        rss_mb: dict[str, float] = {}
+        peak_mb: dict[str, float] = {}
         floor: list[float] = []
         for det_name in detectors.split(","):
             det = get_camera()[det_name]
@@ -157,17 +157,42 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
             }
             for name, seconds, n, rss in _time_tasks(handles, det):
                 per_task.setdefault(name, []).append((seconds, n))
-                rss_mb[name] = max(rss_mb.get(name, 0.0), rss)
-    floor_s = sum(floor) / len(floor)
+                peak_mb[name] = max(peak_mb.get(name, 0.0), rss)
+    return summarize_tasks(per_task, peak_mb, sum(floor) / len(floor), detectors)
+
+
+def summarize_tasks(
+    per_task: dict[str, list[tuple[float, int]]], peak_mb: dict[str, float], floor_s: float, detectors: str
+) -> dict[str, Any]:
+    """Benchmark figures of a set of tasks from their measurements.
+
+    Parameters
+    ----------
+    per_task : `dict` [`str`, `list` [`tuple` [`float`, `int`]]]
+        Per task, (CPU seconds, CCD-exposures consumed) of every measured run.
+    peak_mb : `dict` [`str`, `float`]
+        Per task, the largest peak allocation (MiB) of its runs.
+    floor_s : `float`
+        Read floor, CPU seconds per CCD-exposure.
+    detectors : `str`
+        Detectors the runs used.
+
+    Returns
+    -------
+    figures : `dict`
+        The floor, and per task: CPU seconds per CCD-exposure, ratio to the floor, target ratio,
+        whether it meets it, peak allocation.
+    """
     tasks = {}
     for name, values in per_task.items():
         per_exposure = sum(t for t, _ in values) / sum(n for _, n in values)
+        target = TARGET_RATIOS.get(name, TARGET_RATIO)
         tasks[name] = {
             "cpu_s_per_ccd_exposure": round(per_exposure, 4),
             "ratio_to_floor": round(per_exposure / floor_s, 3),
-            "target_ratio": TARGET_RATIOS.get(name, TARGET_RATIO),
-            "meets_target": per_exposure / floor_s <= TARGET_RATIOS.get(name, TARGET_RATIO),
-            "peak_alloc_mb": round(rss_mb[name], 1),
+            "target_ratio": target,
+            "meets_target": per_exposure / floor_s <= target,
+            "peak_alloc_mb": round(peak_mb[name], 1),
         }
     return {
         "floor_cpu_s_per_ccd_exposure": round(floor_s, 4),
