@@ -410,8 +410,7 @@ def run_analysis(
         _LOG.info("Step %s: %d input(s) -> %s", step.name, n, output)
         proc = _run_command(cmd, cwd=cwd)
         empty = proc.returncode != 0 and is_empty_graph(_graph_log(proc.stderr) if bps else proc.stderr)
-        resuming = "--extend-run" in cmd or "--skip-existing-in" in " ".join(cmd)
-        if empty and not resuming:
+        if empty and "--extend-run" not in resume:
             result.status = "skipped"
             result.message = "no quantum to run (inputs or calibrations missing?): see the pipetask log"
             _LOG.warning("Step %s: %s\n%s", step.name, result.message, proc.stderr[-3000:])
@@ -419,6 +418,7 @@ def run_analysis(
         # An empty graph when resuming: every quantum was done before.
         failed = proc.returncode != 0 and not empty
         butler.registry.refresh()
+        counts = _produced(butler, output, _pipeline_outputs(pipeline)) if _exists(butler, output) else {}
         if failed:
             # Other steps still run: those needing this step's outputs fail or are skipped in turn.
             result.status = "failed"
@@ -427,13 +427,9 @@ def run_analysis(
                 f"{tool} failed (exit {proc.returncode}): {error_summary(proc.stderr)}\n{proc.stderr[-4000:]}"
             )
             _LOG.error("Step %s failed:\n%s", step.name, proc.stderr[-4000:])
-            wrote = _exists(butler, output) and any(
-                _produced(butler, output, _pipeline_outputs(pipeline)).values()
-            )
-            if not wrote:
+            if not any(counts.values()):
                 continue
         outputs.append(output)
-        counts = _produced(butler, output, _pipeline_outputs(pipeline))
         missing = [name for name, n in counts.items() if n == 0]
         if len(counts) > 12:
             result.message = (
