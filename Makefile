@@ -36,8 +36,8 @@ bench: setup
 	$(BIN)/python -m lsst.eo.baseline.bench --out bench/results.json $(if $(SCALE_FROM),--scale-from $(SCALE_FROM))
 
 lint: setup
-	$(BIN)/ruff check python tests
-	$(BIN)/ruff format --check python tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

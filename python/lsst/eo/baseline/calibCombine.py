@@ -59,7 +59,7 @@ from .ampFlags import (
 )
 from .ampStream import amp_groups, read_amp_group
 from .camera import DetectorInfo
-from .isr import assemble_ccd, split_ccd
+from .isr import split_ccd
 from .isrTask import EoIsrTask
 from .stacking import clipped_mean_stack
 
@@ -75,32 +75,56 @@ def make_calib_image(
 ) -> MaskedImage:
     """Assemble per-amplifier stack results into a detector `lsst.images.MaskedImage`.
 
-    The variance plane is the variance of the clipped mean (value variance / n).
+    The variance plane is the variance of the clipped mean (value variance / n); pixels without a
+    valid input value are masked ``BAD`` and filled with the image median, as cp_pipe does.
+    Each plane is written amplifier by amplifier into its detector array (no whole-detector
+    temporaries, which cost as much in page faults as in arithmetic).
     """
     ccd = detector.ccd_type
-    image = assemble_ccd(amps_mean, ccd)
-    n_used = assemble_ccd({k: v.astype(np.float32) for k, v in amps_n.items()}, ccd, fill=0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        variance = assemble_ccd({k: amps_var[k] / np.maximum(amps_n[k], 1) for k in amps_var}, ccd)
-    bad = (n_used == 0) | ~np.isfinite(image)
+    image = np.empty(ccd.shape, dtype=np.float32)
+    variance = np.empty(ccd.shape, dtype=np.float32)
+    bad = np.empty(ccd.shape, dtype=bool)
+    image_views, variance_views, bad_views = (split_ccd(a, ccd) for a in (image, variance, bad))
+    for layout in ccd.amps:
+        name = layout.name
+        if name not in amps_mean:
+            image_views[name][...] = np.nan
+            variance_views[name][...] = 0.0
+            bad_views[name][...] = True
+            continue
+        n_used = amps_n[name]
+        image_views[name][...] = amps_mean[name]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.divide(amps_var[name], np.maximum(n_used, 1), out=variance_views[name], casting="unsafe")
+        # Pixels with fewer than two values have no variance estimate: 0, as in the stored plane.
+        np.copyto(variance_views[name], 0.0, where=np.isnan(variance_views[name]))
+        np.isfinite(image_views[name], out=bad_views[name])
+        np.logical_not(bad_views[name], out=bad_views[name])
+        bad_views[name] |= n_used == 0
     mask = Mask(0, schema=CALIB_MASK_SCHEMA, shape=image.shape)
     mask.set("BAD", bad)
     if bad.any():
         # cp_pipe fills pixels without valid input with the image median (and flags them BAD).
         good = image[~bad]
-        image = np.where(bad, np.float32(np.median(good)) if good.size else np.float32(0.0), image)
-    return MaskedImage(
-        Image(image.astype(np.float32)),
-        mask=mask,
-        variance=Image(np.nan_to_num(variance, nan=0.0).astype(np.float32)),
-        metadata=metadata,
-    )
+        image[bad] = np.float32(np.median(good)) if good.size else np.float32(0.0)
+    return MaskedImage(Image(image), mask=mask, variance=Image(variance), metadata=metadata)
 
 
 def _flagged_stack(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack result of a flagged amplifier: NaN values (masked BAD by `make_calib_image`), no inputs."""
     nan = np.full(shape, np.nan, dtype=np.float32)
     return nan, nan.copy(), np.zeros(shape, dtype=np.int32)
+
+
+def _stack_buffer(buffer: np.ndarray | None, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 ``(n, *shape)`` array for one amplifier's stack, reusing ``buffer`` if it fits.
+
+    Reusing one buffer for all amplifiers of a detector saves the page faults of a fresh
+    allocation per amplifier (about as costly as filling the buffer).
+    """
+    if buffer is not None and buffer.shape == (n, *shape):
+        return buffer
+    return np.empty((n, *shape), dtype=np.float32)
 
 
 def _input_flags(exposures: Sequence[Any], amp: str, inherited: dict[str, int]) -> int:
@@ -200,6 +224,7 @@ class EoBiasTask(PipelineTask):
             )
         means, variances, counts = {}, {}, {}
         flags: dict[str, int] = {}
+        stack = None
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
             for amp in group:
@@ -207,7 +232,9 @@ class EoBiasTask(PipelineTask):
                 if flags[amp]:
                     means[amp], variances[amp], counts[amp] = _flagged_stack(exposures[0][amp].data.shape)
                     continue
-                stack = np.stack([self.isr.run_amp(r[amp]).image.astype(np.float32) for r in exposures])
+                stack = _stack_buffer(stack, len(exposures), exposures[0][amp].data.shape)
+                for image, raw in zip(stack, exposures, strict=True):
+                    self.isr.image_into(raw[amp], image)
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter
                 )
@@ -319,6 +346,7 @@ class EoDarkTask(PipelineTask):
         means, variances, counts = {}, {}, {}
         flags: dict[str, int] = {}
         dark_times = []
+        stack = None
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
             if gains is None:
@@ -331,17 +359,12 @@ class EoDarkTask(PipelineTask):
                 if flags[amp]:
                     means[amp], variances[amp], counts[amp] = _flagged_stack(exposures[0][amp].data.shape)
                     continue
-                stack = np.stack(
-                    [
-                        (
-                            self.isr.run_amp(
-                                r[amp], gain=gains[amp], bias=None if bias_amps is None else bias_amps[amp]
-                            ).image
-                            / r.dark_time
-                        ).astype(np.float32)
-                        for r in exposures
-                    ]
-                )
+                stack = _stack_buffer(stack, len(exposures), exposures[0][amp].data.shape)
+                for image, raw in zip(stack, exposures, strict=True):
+                    self.isr.image_into(
+                        raw[amp], image, gain=gains[amp], bias=None if bias_amps is None else bias_amps[amp]
+                    )
+                    np.divide(image, raw.dark_time, out=image)
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter
                 )
@@ -453,6 +476,7 @@ class EoFlatTask(PipelineTask):
         means, variances, counts = {}, {}, {}
         flags: dict[str, int] = {}
         levels: np.ndarray | None = None
+        buffers: dict[int, np.ndarray] = {}
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
             for amp in group:
@@ -462,13 +486,13 @@ class EoFlatTask(PipelineTask):
             good = [amp for amp in group if not flags[amp]]
             if not good:
                 continue
-            images = {
-                amp: [
-                    self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp]).image
-                    for r in exposures
-                ]
-                for amp in good
-            }
+            images = {}
+            for slot, amp in enumerate(good):
+                images[amp] = buffers[slot] = _stack_buffer(
+                    buffers.get(slot), len(exposures), exposures[0][amp].data.shape
+                )
+                for image, raw in zip(images[amp], exposures, strict=True):
+                    self.isr.image_into(raw[amp], image, bias=None if bias_amps is None else bias_amps[amp])
             if levels is None:
                 # Each flat's level (source flux), from a subsample of the first good amplifiers read;
                 # it is common to all amplifiers, so memory never holds more than one group.
@@ -478,9 +502,9 @@ class EoFlatTask(PipelineTask):
                 if np.any(~np.isfinite(levels)) or np.any(levels <= 0):
                     raise ValueError(f"A flat of {detector.name} has a non-positive level: {levels}")
             for amp in good:
-                stack = np.stack(
-                    [img / np.float32(level) for img, level in zip(images.pop(amp), levels, strict=True)]
-                )
+                stack = images.pop(amp)
+                for image, level in zip(stack, levels, strict=True):
+                    np.divide(image, np.float32(level), out=image)
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter
                 )

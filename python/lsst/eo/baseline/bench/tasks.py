@@ -1,10 +1,12 @@
 """Benchmark of the EO tasks: CPU seconds per CCD-exposure next to the raw-read floor.
 
-Simulates a small run (biases, darks, flats) for one ITL and one e2v CCD, then for every task
-measures the CPU time of its ``run`` method on those raws (one core, no butler: the quantum
-plumbing is measured separately by the pipetask benchmarks) and divides by the number of
-CCD-exposures it consumed.  The *floor* is the CPU time to read and decompress the same raw files
-once with `lsst.eo.baseline.rawio.read_raw`; issue targets are at most 2x the floor per task.
+Simulates the biases and darks of a B protocol (20 biases; 5 darks at each of 30 s and 180 s, so
+that the per-detector tasks see quanta of their production size) and two flat pairs, for one ITL
+and one e2v CCD, then for every task measures the CPU time of its ``run`` method on those raws (one
+core, no butler: the quantum plumbing is measured separately by the pipetask benchmarks) and
+divides by the number of CCD-exposures it consumed.  The *floor* is the CPU time to read and
+decompress the same raw files once with `lsst.eo.baseline.rawio.read_raw`; issue targets are at
+most 2x the floor per task.
 
 Run as ``python -m lsst.eo.baseline.bench.tasks --out bench/tasks.json``.
 """
@@ -48,8 +50,8 @@ first_seqnum: 1
 timing: {readout: 2.0, overhead: 0.6, dark_overhead: 0.092, flat_overhead: 0.5}
 defaults: {filter: NONE, led: red}
 blocks:
-  - {name: bias, imgtype: BIAS, testtype: BIAS, count: 6}
-  - {name: dark, imgtype: DARK, testtype: DARK, exptime: 120.0, count: 3}
+  - {name: bias, imgtype: BIAS, testtype: BIAS, count: 20}
+  - {name: dark, imgtype: DARK, testtype: DARK, exptime: [30.0, 180.0], count: 5}
   - {name: ptc, imgtype: FLAT, testtype: PTC, pairs: true, flux: 8000.0, signal: [2000.0, 50000.0]}
 """
 
