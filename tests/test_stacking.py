@@ -107,7 +107,12 @@ def test_image_into_equals_run_amp_image(options):
     kwargs = {"gain": 1.4, "dark_time": 30.0, "bias": bias, "dark": dark}
     out = np.full(shape, np.nan, dtype=np.float32)
     assert task.image_into(amp, out, **kwargs) is out
-    assert np.array_equal(out, task.run_amp(amp, **kwargs).image)
+    expected = task.run_amp(amp, **kwargs).image
+    assert np.array_equal(out, expected)
+    # A subsample of rows (as the wavelength-flat statistics use).
+    rows = slice(5, shape[0] - 5, 4)
+    part = np.empty((len(range(shape[0])[rows]), shape[1]), dtype=np.float32)
+    assert np.array_equal(task.image_into(amp, part, data_rows=rows, **kwargs), expected[rows])
 
 
 def test_image_into_requires_the_calibrations_it_applies():
@@ -150,3 +155,21 @@ def test_make_calib_image_planes():
     assert image[second][5, 6] == pytest.approx(np.median(good))
     assert np.isfinite(calib.image.array).all()
     assert image[second][0, 0] == means[second][0, 0]
+
+
+def test_read_noise_and_transient_image_match_run_amp():
+    layout = DETECTOR.ccd_type.amps[5]
+    amp = _raw_amp(layout, np.random.default_rng(2))
+    task = EoIsrTask()
+    task.config.doParallelOverscan = False
+    full = task.run_amp(amp)
+    rows = task.serial_rows(amp)
+    assert task.read_noise_adu(amp) == pytest.approx(full.read_noise_adu, rel=1e-6)
+    assert task.read_noise_adu(amp, rows) == task.read_noise_adu(amp)
+    assert full.read_noise_adu == pytest.approx(6.0, rel=0.03)  # the injected noise
+    first = task.transient_image(amp)
+    assert np.array_equal(first, full.image)
+    # One buffer, reused by the next call.
+    assert task.transient_image(amp, rows=rows) is first
+    task.config.doSerialOverscan = False
+    assert np.isnan(task.read_noise_adu(amp))

@@ -155,7 +155,7 @@ class EoBiasStabilityTask(PipelineTask):
             raw_amp, cfg.isr.serialLeadingToSkip, cfg.isr.serialTrailingToSkip
         )
         level = clipped_stats(overscan, nsig)
-        img = self.isr.run_amp(raw_amp).image
+        img = self.isr.transient_image(raw_amp)
         resid = clipped_stats(img, nsig)
         rows = clipped_stats(img.mean(axis=1, dtype=np.float64), nsig).stdev
         cols = clipped_stats(img.mean(axis=0, dtype=np.float64), nsig).stdev

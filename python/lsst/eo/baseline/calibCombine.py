@@ -142,6 +142,20 @@ def amp_views(calib: MaskedImage | None, detector: DetectorInfo) -> dict[str, np
     return split_ccd(calib.image.array, detector.ccd_type)
 
 
+def _require_min_inputs(config: Any, inputs: dict[str, tuple[Any, Any]], label: str, data_id: Any) -> None:
+    """Prune, when the quantum graph is built, a stack quantum with fewer raws than it accepts.
+
+    Raises
+    ------
+    lsst.pipe.base.NoWorkFound
+        If ``raws`` holds fewer than ``config.minInputs`` datasets: the quantum is left out of the
+        graph instead of starting a process step only to find nothing to do.
+    """
+    _, refs = inputs["raws"]
+    if len(refs) < config.minInputs:
+        raise NoWorkFound(f"{label} {data_id}: {len(refs)} raw input(s); need {config.minInputs}")
+
+
 class EoBiasConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
     """Connections of `EoBiasTask`."""
 
@@ -160,6 +174,11 @@ class EoBiasConnections(PipelineTaskConnections, dimensions=("instrument", "dete
         dimensions=("instrument", "detector"),
         isCalibration=True,
     )
+
+    def adjustQuantum(self, inputs, outputs, label, data_id):
+        # Docstring inherited.
+        _require_min_inputs(self.config, inputs, label, data_id)
+        return super().adjustQuantum(inputs, outputs, label, data_id)
 
 
 class EoBiasConfig(PipelineTaskConfig, pipelineConnections=EoBiasConnections):
@@ -278,6 +297,11 @@ class EoDarkConnections(PipelineTaskConnections, dimensions=("instrument", "dete
         # The calibration lookup of the bias uses the time span of the darks.
         return ("raws",)
 
+    def adjustQuantum(self, inputs, outputs, label, data_id):
+        # Docstring inherited.
+        _require_min_inputs(self.config, inputs, label, data_id)
+        return super().adjustQuantum(inputs, outputs, label, data_id)
+
 
 class EoDarkConfig(PipelineTaskConfig, pipelineConnections=EoDarkConnections):
     """Configuration of `EoDarkTask`."""
@@ -360,10 +384,10 @@ class EoDarkTask(PipelineTask):
                     means[amp], variances[amp], counts[amp] = _flagged_stack(exposures[0][amp].data.shape)
                     continue
                 stack = _stack_buffer(stack, len(exposures), exposures[0][amp].data.shape)
+                # A contiguous copy: subtracting the flipped view of the detector image is 4x slower.
+                bias_amp = None if bias_amps is None else np.ascontiguousarray(bias_amps[amp])
                 for image, raw in zip(stack, exposures, strict=True):
-                    self.isr.image_into(
-                        raw[amp], image, gain=gains[amp], bias=None if bias_amps is None else bias_amps[amp]
-                    )
+                    self.isr.image_into(raw[amp], image, gain=gains[amp], bias=bias_amp)
                     np.divide(image, raw.dark_time, out=image)
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter
@@ -413,6 +437,11 @@ class EoFlatConnections(PipelineTaskConnections, dimensions=("instrument", "dete
 
     def getTemporalBoundsConnections(self):
         return ("raws",)
+
+    def adjustQuantum(self, inputs, outputs, label, data_id):
+        # Docstring inherited.
+        _require_min_inputs(self.config, inputs, label, data_id)
+        return super().adjustQuantum(inputs, outputs, label, data_id)
 
 
 class EoFlatConfig(PipelineTaskConfig, pipelineConnections=EoFlatConnections):

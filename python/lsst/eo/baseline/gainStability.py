@@ -349,14 +349,14 @@ class EoGainStabilityTask(PipelineTask):
                     # Not measured; an amplifier found bad in a later exposure is blanked below.
                     rows.append((exp_id, amp, np.nan, np.nan))
                     continue
-                isr = self.isr.run_amp(
+                image = self.isr.transient_image(
                     raw[amp],
                     gain=gains[amp],
                     dark_time=raw.dark_time,
                     bias=None if bias_amps is None else bias_amps[amp],
                     dark=None if dark_amps is None else dark_amps[amp],
                 )
-                stats = clipped_stats(isr.image, cfg.nSigmaClip)  # non-finite pixels are ignored
+                stats = clipped_stats(image, cfg.nSigmaClip)  # non-finite pixels are ignored
                 rows.append((exp_id, amp, stats.mean, stats.stdev))
             del raw
         if len(info) < max(cfg.minExposures, 1):

@@ -138,6 +138,42 @@ def _stats(values: np.ndarray) -> tuple[float, float, float]:
     return float(np.median(finite)), float(np.mean(finite)), clipped_stats(finite).stdev
 
 
+def _sorted_row_levels(region: np.ndarray, max_deviation: float, nsig: float) -> np.ndarray:
+    """The masked per-row medians of `serial_overscan_rows` for integer (all finite) overscans.
+
+    Same rules, one sort: both masks (``|x - level| > max_deviation`` and the robust per-row
+    outlier cut of `_robust_row_mask`) reject values outside an interval, so in each sorted row the
+    kept values are a contiguous run whose median is read off directly.
+    """
+    ordered = np.sort(region.astype(np.float32), axis=1)  # raw counts are exact in float32
+    n_rows, n_cols = ordered.shape
+    level = float(np.median(ordered[::4]))
+    (q1, med, q3) = (_sorted_quantile(ordered, q) for q in (0.25, 0.5, 0.75))
+    sigma = IQR_TO_SIGMA * (q3 - q1)
+    typical = np.median(sigma)
+    sigma = np.where(sigma > 2.0 * typical, typical, sigma)
+    # Kept: level - max_dev <= x <= level + max_dev and med - nsig sigma <= x <= med + nsig sigma.
+    low = np.maximum(level - max_deviation, med - nsig * sigma)
+    high = np.minimum(level + max_deviation, med + nsig * sigma)
+    start = (ordered < low[:, None]).sum(axis=1)
+    count = (ordered <= high[:, None]).sum(axis=1) - start
+    rows = np.arange(n_rows)
+    a = ordered[rows, np.clip(start + (count - 1) // 2, 0, n_cols - 1)].astype(np.float64)
+    b = ordered[rows, np.clip(start + count // 2, 0, n_cols - 1)].astype(np.float64)
+    out = 0.5 * (a + b)
+    out[count <= 0] = np.nan
+    return out
+
+
+def _sorted_quantile(ordered: np.ndarray, q: float) -> np.ndarray:
+    """Linear-interpolation quantile of each row of a row-sorted, NaN-free array (float64)."""
+    pos = q * (ordered.shape[1] - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, ordered.shape[1] - 1)
+    a = ordered[:, lo].astype(np.float64)
+    return a + (ordered[:, hi] - a) * (pos - lo)
+
+
 def serial_overscan_rows(
     overscan: np.ndarray,
     leading: int = 3,
@@ -166,7 +202,11 @@ def serial_overscan_rows(
         One value per row, NaN-free (masked rows filled from their neighbours).
     """
     stop = overscan.shape[1] - trailing if trailing > 0 else overscan.shape[1]
-    fit = np.asarray(overscan[:, leading:stop], dtype=np.float64)
+    region = overscan[:, leading:stop]
+    if np.issubdtype(region.dtype, np.integer) and region.size:
+        # Raw counts: every value finite, the masked values of each row its two tails.
+        return fill_nan_runs(_sorted_row_levels(region, max_deviation, nsig))
+    fit = np.asarray(region, dtype=np.float64)
     finite = np.isfinite(fit)
     if not finite.any():
         return np.zeros(fit.shape[0])
@@ -211,7 +251,8 @@ def apply_serial_overscan(
     x0 = geom.data_bbox.x.start
     overscan = amp[:, so.x.start : so.x.stop]
     rows = serial_overscan_rows(overscan, leading, trailing, max_deviation, nsig)
-    amp[:, x0:] -= rows[:, None]
+    # In the amplifier's precision (float32 for ISR): the same arithmetic as EoIsrTask.image_into.
+    amp[:, x0:] -= rows.astype(amp.dtype)[:, None]
     median, mean, stdev = _stats(rows)
     res_stats = clipped_stats(amp[:, so.x.start : so.x.stop])
     return OverscanResult(
@@ -232,16 +273,19 @@ def serial_overscan_noise(
     trailing: int = 3,
     max_deviation: float = 1000.0,
     nsig: float = 3.0,
+    rows: np.ndarray | None = None,
 ) -> float:
     """cp_pipe's read-noise estimate without correcting the rest of the amplifier.
 
     Same value as ``apply_serial_overscan(...).residual_stdev``: 3-sigma clipped stdev of the whole
     serial overscan after subtracting the per-row overscan level, but only the overscan columns are
-    touched (a tenth of the pixels).
+    touched (a tenth of the pixels).  ``rows``, the per-row levels if already computed with the
+    same parameters, saves fitting them again.
     """
     so = layout.raw.serial_overscan_bbox
     box = np.asarray(amp[:, so.x.start : so.x.stop], dtype=np.float32)
-    rows = serial_overscan_rows(box, leading, trailing, max_deviation, nsig)
+    if rows is None:
+        rows = serial_overscan_rows(box, leading, trailing, max_deviation, nsig)
     return clipped_stats(box - rows[:, None].astype(np.float32)).stdev
 
 

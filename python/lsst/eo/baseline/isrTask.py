@@ -11,13 +11,20 @@ from __future__ import annotations
 __all__ = ["AmpIsrResult", "EoIsrConfig", "EoIsrTask"]
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from lsst.pex.config import ChoiceField, Config, Field
 from lsst.pipe.base import Task
 
 from .camera import AmpLayout, nominal_amps
-from .isr import OverscanResult, apply_parallel_overscan, apply_serial_overscan, serial_overscan_rows
+from .isr import (
+    OverscanResult,
+    apply_parallel_overscan,
+    apply_serial_overscan,
+    serial_overscan_noise,
+    serial_overscan_rows,
+)
 from .rawdata import RawAmp, RawCcd
 
 
@@ -205,6 +212,60 @@ class EoIsrTask(Task):
             parallel=parallel,
         )
 
+    def transient_image(self, amp: RawAmp, **kwargs: Any) -> np.ndarray:
+        """`image_into` a buffer owned by the task, for callers that measure an image and drop it.
+
+        The returned array is overwritten by the next call: reusing one buffer saves the page
+        faults of a fresh 4 MB array per amplifier.
+
+        Parameters
+        ----------
+        amp : `~lsst.eo.baseline.rawdata.RawAmp`
+            Raw amplifier.
+        **kwargs
+            As for `image_into`.
+        """
+        shape = tuple(amp.layout.raw.data_bbox.shape)
+        buffer = getattr(self, "_transient", None)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._transient = np.empty(shape, dtype=np.float32)
+        return self.image_into(amp, buffer, **kwargs)
+
+    def serial_rows(self, amp: RawAmp) -> np.ndarray:
+        """Per-row serial overscan level of a raw amplifier (adu, all rows), as `run_amp` fits it."""
+        cfg = self.config
+        so = amp.layout.raw.serial_overscan_bbox
+        return serial_overscan_rows(
+            amp.array[:, so.x.start : so.x.stop],
+            cfg.serialLeadingToSkip,
+            cfg.serialTrailingToSkip,
+            cfg.serialMaxDeviation,
+            cfg.serialNSigmaClip,
+        )
+
+    def read_noise_adu(self, amp: RawAmp, rows: np.ndarray | None = None) -> float:
+        """cp_pipe's read-noise estimate of a raw amplifier (``run_amp(amp).read_noise_adu``).
+
+        Parameters
+        ----------
+        amp : `~lsst.eo.baseline.rawdata.RawAmp`
+            Raw amplifier.
+        rows : `numpy.ndarray`, optional
+            Per-row serial overscan levels from `serial_rows` (fitted here if not given).
+        """
+        cfg = self.config
+        if not cfg.doSerialOverscan:
+            return np.nan
+        return serial_overscan_noise(
+            amp.array,
+            amp.layout,
+            cfg.serialLeadingToSkip,
+            cfg.serialTrailingToSkip,
+            cfg.serialMaxDeviation,
+            cfg.serialNSigmaClip,
+            rows=rows,
+        )
+
     def image_into(
         self,
         amp: RawAmp,
@@ -214,6 +275,8 @@ class EoIsrTask(Task):
         dark_time: float = 0.0,
         bias: np.ndarray | None = None,
         dark: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
+        data_rows: slice = slice(None),
     ) -> np.ndarray:
         """Write the ISR-corrected data section of one amplifier into ``out``.
 
@@ -227,9 +290,13 @@ class EoIsrTask(Task):
         amp : `~lsst.eo.baseline.rawdata.RawAmp`
             Raw amplifier.
         out : `numpy.ndarray`
-            Float32 array of the data-section shape, overwritten.
+            Float32 array of the shape of the data section (or of its ``data_rows``), overwritten.
         gain, dark_time, bias, dark
-            As for `run_amp`.
+            As for `run_amp` (the whole data section's calibrations).
+        rows : `numpy.ndarray`, optional
+            Per-row serial overscan levels from `serial_rows` (fitted here if not given).
+        data_rows : `slice`, optional
+            Only these rows of the data section (e.g. every 4th row, for statistics of a subsample).
 
         Returns
         -------
@@ -239,27 +306,23 @@ class EoIsrTask(Task):
         cfg = self.config
         if cfg.doParallelOverscan:
             # The parallel level is measured on the serial-corrected overscan rows: take the full path.
-            np.copyto(out, self.run_amp(amp, gain=gain, dark_time=dark_time, bias=bias, dark=dark).image)
+            image = self.run_amp(amp, gain=gain, dark_time=dark_time, bias=bias, dark=dark).image
+            np.copyto(out, image[data_rows])
             return out
         d = amp.layout.raw.data_bbox
-        data = amp.array[d.y.start : d.y.stop, d.x.start : d.x.stop]
+        data = amp.array[d.y.start : d.y.stop, d.x.start : d.x.stop][data_rows]
         if cfg.doSerialOverscan:
-            so = amp.layout.raw.serial_overscan_bbox
-            rows = serial_overscan_rows(
-                amp.array[:, so.x.start : so.x.stop],
-                cfg.serialLeadingToSkip,
-                cfg.serialTrailingToSkip,
-                cfg.serialMaxDeviation,
-                cfg.serialNSigmaClip,
-            )
-            # float64 arithmetic, float32 result: the same rounding as run_amp's in-place subtraction.
-            np.subtract(data, rows[d.y.start : d.y.stop, None], out=out)
+            if rows is None:
+                rows = self.serial_rows(amp)
+            level = rows[d.y.start : d.y.stop][data_rows, None].astype(np.float32)
+            # float32 arithmetic, as run_amp's in-place subtraction (raw counts are exact in float32).
+            np.subtract(data, level, out=out, dtype=np.float32)
         else:
             np.copyto(out, data, casting="unsafe")
         if cfg.doBias:
             if bias is None:
                 raise ValueError(f"doBias is set but no bias was given for amplifier {amp.layout.name}")
-            out -= bias
+            out -= bias[data_rows]
         scale = 1.0
         if cfg.doApplyGains:
             out *= gain
@@ -268,5 +331,9 @@ class EoIsrTask(Task):
         if cfg.doDark:
             if dark is None:
                 raise ValueError(f"doDark is set but no dark was given for amplifier {amp.layout.name}")
-            out -= dark * (dark_time * scale)
+            scratch = getattr(self, "_dark_scratch", None)
+            if scratch is None or scratch.shape != out.shape:
+                scratch = self._dark_scratch = np.empty(out.shape, dtype=np.float32)
+            np.multiply(dark[data_rows], dark_time * scale, out=scratch)
+            out -= scratch
         return out

@@ -409,14 +409,14 @@ class EoPersistenceTask(PipelineTask):
                     # Not measured; an amplifier found bad in a later exposure is blanked below.
                     entry["mean"][amp], entry["stdev"][amp], entry["n"][amp] = np.nan, np.nan, 0
                     continue
-                isr = self.isr.run_amp(
+                image = self.isr.transient_image(
                     raw[amp],
                     gain=gains[amp],
                     dark_time=dark_time,
                     bias=None if bias_amps is None else bias_amps[amp],
                     dark=None if dark_amps is None else dark_amps[amp],
                 )
-                stats = clipped_stats(isr.image, cfg.nSigmaClip)
+                stats = clipped_stats(image, cfg.nSigmaClip)
                 subtract = 0.0 if cfg.isr.doDark else entry["dark_e"][amp]
                 entry["mean"][amp] = stats.mean - subtract
                 entry["stdev"][amp] = stats.stdev

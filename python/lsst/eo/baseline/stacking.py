@@ -113,7 +113,7 @@ def _count_below(
     """Number of values in each column of ``values`` below (or at, if ``inclusive``) ``edge``."""
     below = (np.less_equal if inclusive else np.less)(values, edge, out=scratch)
     # Summing the booleans as int8 is an order of magnitude faster than numpy's default intp.
-    return np.add.reduce(below.view(np.int8), axis=0, dtype=np.int8).astype(np.intp)
+    return np.add.reduce(below.view(np.int8), axis=0, dtype=np.int8).astype(np.int32)
 
 
 class _ChunkCombiner:
@@ -134,7 +134,7 @@ class _ChunkCombiner:
         self.p2 = np.zeros((n + 1, width), dtype=np.float64)
         self.below = np.empty((n, width), dtype=bool)
         self.dev = np.empty(width, dtype=np.float64)
-        self.cols = np.arange(width)
+        self.cols = np.arange(width, dtype=np.int32)
 
     def _sort(self, w: int) -> None:
         """Sort the chunk's values into ``ranked`` (non-finite values, set to +inf, last)."""

@@ -442,18 +442,23 @@ class EoWavelengthFlatsTask(PipelineTask):
                     images, means, noise = [], [], []
                     for i in members:
                         r = exposures[i]
-                        isr = self.isr.run_amp(
+                        rows = self.isr.serial_rows(r[amp]) if cfg.isr.doSerialOverscan else None
+                        ny, nx = r[amp].data.shape
+                        # Only the rows the statistics use go through ISR.
+                        used = slice(e, ny - e, cfg.statsRowStride)
+                        image = self.isr.image_into(
                             r[amp],
+                            np.empty((len(range(ny)[used]), nx), dtype=np.float32),
                             gain=gains[amp],
                             dark_time=r.dark_time,
                             bias=None if bias_amps is None else bias_amps[amp],
                             dark=None if dark_amps is None else dark_amps[amp],
-                        )
-                        image = isr.image[e : isr.image.shape[0] - e, e : isr.image.shape[1] - e]
-                        image = image[:: cfg.statsRowStride]
+                            rows=rows,
+                            data_rows=used,
+                        )[:, e : nx - e]
                         means.append(clipped_stats(image, cfg.nSigmaClip).mean)
                         images.append(image)
-                        noise.append(isr.read_noise_adu / gaussian_clip_factor(3.0, 3))
+                        noise.append(self.isr.read_noise_adu(r[amp], rows) / gaussian_clip_factor(3.0, 3))
                     g = gains[amp]
                     with np.errstate(invalid="ignore", divide="ignore"):
                         rates = np.array(means) / np.array([info[i]["exptime"] for i in members])
