@@ -173,3 +173,21 @@ def test_read_noise_and_transient_image_match_run_amp():
     assert task.transient_image(amp, rows=rows) is first
     task.config.doSerialOverscan = False
     assert np.isnan(task.read_noise_adu(amp))
+
+
+@pytest.mark.parametrize(
+    ("connections", "config", "minimum"),
+    [("EoBiasConnections", "EoBiasConfig", 3), ("EoDarkConnections", "EoDarkConfig", 2)],
+)
+def test_stack_quanta_with_too_few_raws_are_pruned(connections, config, minimum):
+    from lsst.pipe.base import NoWorkFound
+
+    from lsst.eo.baseline import calibCombine
+
+    cfg = getattr(calibCombine, config)()
+    conn = getattr(calibCombine, connections)(config=cfg)
+    too_few = {"raws": (conn.raws, [object()] * (minimum - 1))}
+    with pytest.raises(NoWorkFound, match=f"need {minimum}"):
+        conn.adjustQuantum(too_few, {}, "eoStack", {"detector": 94})
+    # Enough raws pass the check (the rest of adjustQuantum is the stack's own).
+    calibCombine._require_min_inputs(cfg, {"raws": (conn.raws, [object()] * minimum)}, "eoStack", {})

@@ -22,7 +22,7 @@ it); it takes about 20 minutes on two cores.
 
 from __future__ import annotations
 
-__all__ = ["run_scale_benchmark"]
+__all__ = ["run_pipetask_step", "run_scale_benchmark"]
 
 import argparse
 import os
@@ -86,6 +86,53 @@ def _quanta(butler: Butler, collection: str) -> list[dict[str, Any]]:
     return rows
 
 
+def run_pipetask_step(repo: str, output: str, pipeline: str, where: str) -> dict[str, Any]:
+    """Run one pipeline step with ``pipetask run -j 1`` and measure it from its quanta's metadata.
+
+    Parameters
+    ----------
+    repo : `str`
+        Butler repository with ingested raws (``LSSTCam/raw/all``).
+    output : `str`
+        Output collection.
+    pipeline : `str`
+        Pipeline file (and ``#subset``) under ``pipelines/``.
+    where : `str`
+        Data query added to ``instrument = 'LSSTCam'``.
+
+    Returns
+    -------
+    figures : `dict`
+        Quanta (in all and per task), wall time of the ``pipetask run``, summed wall time of the
+        quanta, overhead (the difference) as a fraction of the latter and per quantum, peak RSS.
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    cmd = [os.path.join(bin_dir, "pipetask"), "run", "--register-dataset-types", "-b", repo,
+           "-i", "LSSTCam/raw/all", "-o", output, "-p", pipelines_dir(pipeline),
+           "-d", f"instrument = 'LSSTCam' AND {where}", "-j", "1"]  # fmt: skip
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"Step {pipeline} failed:\n{proc.stderr[-3000:]}")
+    quanta = _quanta(Butler.from_config(repo), output)
+    quantum_wall = sum(q["wall_s"] for q in quanta)
+    per_task: dict[str, int] = {}
+    for q in quanta:
+        per_task[q["task"]] = per_task.get(q["task"], 0) + 1
+    peak = max(q["rss_bytes"] for q in quanta)
+    return {
+        "quanta": len(quanta),
+        "quanta_per_task": per_task,
+        "pipetask_wall_s": round(wall, 1),
+        "quantum_wall_s": round(quantum_wall, 1),
+        "pipetask_overhead_fraction": round((wall - quantum_wall) / quantum_wall, 3),
+        "overhead_s_per_quantum": round((wall - quantum_wall) / len(quanta), 3),
+        "peak_rss_mb": round(peak / 1024**2, 1),
+        "meets_rss_limit": bool(peak < RSS_LIMIT_BYTES),
+    }
+
+
 def run_scale_benchmark(work_dir: str | None = None, jobs: int = 2, detectors: str = "all") -> dict[str, Any]:
     """Simulate, ingest and process one bias and one flat pair on all 205 detectors.
 
@@ -127,33 +174,8 @@ def run_scale_benchmark(work_dir: str | None = None, jobs: int = 2, detectors: s
         n_detectors = len({ref.dataId["detector"] for ref in refs})
         del butler
         steps: dict[str, Any] = {}
-        bin_dir = os.path.dirname(sys.executable)
         for name, pipeline, where in _STEPS:
-            output = f"u/scale/{name}"
-            cmd = [os.path.join(bin_dir, "pipetask"), "run", "--register-dataset-types", "-b", repo,
-                   "-i", "LSSTCam/raw/all", "-o", output, "-p", pipelines_dir(pipeline),
-                   "-d", f"instrument = 'LSSTCam' AND {where}", "-j", "1"]  # fmt: skip
-            start = time.time()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            wall = time.time() - start
-            if proc.returncode != 0:
-                raise RuntimeError(f"Scale run step {name} failed:\n{proc.stderr[-3000:]}")
-            butler = Butler.from_config(repo)
-            quanta = _quanta(butler, output)
-            quantum_wall = sum(q["wall_s"] for q in quanta)
-            per_task: dict[str, int] = {}
-            for q in quanta:
-                per_task[q["task"]] = per_task.get(q["task"], 0) + 1
-            peak = max(q["rss_bytes"] for q in quanta)
-            steps[name] = {
-                "quanta": len(quanta),
-                "quanta_per_task": per_task,
-                "pipetask_wall_s": round(wall, 1),
-                "quantum_wall_s": round(quantum_wall, 1),
-                "pipetask_overhead_fraction": round((wall - quantum_wall) / quantum_wall, 3),
-                "peak_rss_mb": round(peak / 1024**2, 1),
-                "meets_rss_limit": bool(peak < RSS_LIMIT_BYTES),
-            }
+            steps[name] = run_pipetask_step(repo, f"u/scale/{name}", pipeline, where)
     return {
         "detectors_in_camera": len(list(camera)),
         "detectors_processed": n_detectors,
