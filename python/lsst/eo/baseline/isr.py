@@ -139,13 +139,15 @@ def _stats(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def _sorted_row_levels(region: np.ndarray, max_deviation: float, nsig: float) -> np.ndarray:
-    """The masked per-row medians of `serial_overscan_rows` for integer (all finite) overscans.
+    """The masked per-row medians of `serial_overscan_rows` for an all-finite overscan.
 
     Same rules, one sort: both masks (``|x - level| > max_deviation`` and the robust per-row
     outlier cut of `_robust_row_mask`) reject values outside an interval, so in each sorted row the
-    kept values are a contiguous run whose median is read off directly.
+    kept values are a contiguous run whose median is read off directly.  Raw counts and float32
+    values are sorted as float32 (exact), other floats as float64 (as the general path computes).
     """
-    ordered = np.sort(region.astype(np.float32), axis=1)  # raw counts are exact in float32
+    exact_in_float32 = np.issubdtype(region.dtype, np.integer) or region.dtype == np.float32
+    ordered = np.sort(region.astype(np.float32 if exact_in_float32 else np.float64), axis=1)
     n_rows, n_cols = ordered.shape
     level = float(np.median(ordered[::4]))
     (q1, med, q3) = (_sorted_quantile(ordered, q) for q in (0.25, 0.5, 0.75))
@@ -203,8 +205,9 @@ def serial_overscan_rows(
     """
     stop = overscan.shape[1] - trailing if trailing > 0 else overscan.shape[1]
     region = overscan[:, leading:stop]
-    if np.issubdtype(region.dtype, np.integer) and region.size:
-        # Raw counts: every value finite, the masked values of each row its two tails.
+    if region.size and (np.issubdtype(region.dtype, np.integer) or np.isfinite(region).all()):
+        # Every value finite (raw counts, or their float copy in run_amp): the masked values of
+        # each row are its two tails.
         return fill_nan_runs(_sorted_row_levels(region, max_deviation, nsig))
     fit = np.asarray(region, dtype=np.float64)
     finite = np.isfinite(fit)
