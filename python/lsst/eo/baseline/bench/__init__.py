@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["write_figures"]
+__all__ = ["write_figures", "write_plan"]
 
 import json
 import os
@@ -16,3 +16,12 @@ def write_figures(figures: dict[str, Any], out: str, echo: bool = True) -> None:
         json.dump(figures, f, indent=2)
     if echo:
         print(json.dumps(figures, indent=2))
+
+
+def write_plan(directory: str, name: str, text: str) -> str:
+    """Write a simulator plan into ``directory`` (created) as ``name``; return its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path

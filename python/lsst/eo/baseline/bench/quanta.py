@@ -18,15 +18,11 @@ from __future__ import annotations
 __all__ = ["run_quanta_benchmark"]
 
 import argparse
-import os
 import tempfile
 from typing import Any
 
-from ..ingest import ingest_raws
-from ..repo import create_repo
-from ..simulator.run import Simulation
 from . import write_figures
-from .scale import OVERHEAD_TARGET, run_pipetask_step
+from .scale import OVERHEAD_TARGET, run_pipetask_step, simulate_and_ingest
 
 BIASES = 20
 """Biases per detector in a B protocol (``config/plans/b_protocol.yaml``)."""
@@ -65,23 +61,12 @@ def run_quanta_benchmark(
         target.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        top = work_dir or tmp
-        os.makedirs(top, exist_ok=True)
-        plan = os.path.join(top, "quanta_plan.yaml")
-        with open(plan, "w") as f:
-            f.write(_PLAN)
-        raws = os.path.join(top, "raws")
-        paths = Simulation(plan, detectors, run="13800", seed=11).run_all(raws, jobs=jobs)
-        repo = os.path.join(top, "repo")
-        report = ingest_raws(create_repo(repo), [raws], jobs=1, progress=False)
-        if not report.ok:
-            raise RuntimeError(f"Production-quanta ingest failed: {report.summary()}")
+        sim = simulate_and_ingest(work_dir or tmp, "quanta_plan.yaml", _PLAN, detectors, "13800", 11, jobs)
         step = run_pipetask_step(
-            repo, "u/quanta/bias", "bProtocol.yaml#bias", "exposure.observation_type = 'bias'"
+            sim.repo, "u/quanta/bias", "bProtocol.yaml#bias", "exposure.observation_type = 'bias'"
         )
-    n_detectors = len(paths) // BIASES
     return {
-        "detectors": n_detectors,
+        "detectors": sim.detectors,
         "biases_per_detector": BIASES,
         "step": step,
         "overhead_target": OVERHEAD_TARGET,

@@ -22,7 +22,7 @@ it); it takes about 20 minutes on two cores.
 
 from __future__ import annotations
 
-__all__ = ["run_pipetask_step", "run_scale_benchmark"]
+__all__ = ["SimulatedRepo", "run_pipetask_step", "run_scale_benchmark", "simulate_and_ingest"]
 
 import argparse
 import os
@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ from ..ingest import ingest_raws
 from ..paths import pipelines_dir
 from ..repo import create_repo
 from ..simulator.run import Simulation
-from . import write_figures
+from . import write_figures, write_plan
 
 RSS_LIMIT_BYTES = 2 * 1024**3
 """Issue limit on the peak memory of one quantum."""
@@ -84,6 +85,69 @@ def _quanta(butler: Butler, collection: str) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+@dataclass(frozen=True)
+class SimulatedRepo:
+    """A repository of freshly simulated and ingested raws (`simulate_and_ingest`)."""
+
+    repo: str
+    """Butler repository path."""
+    files: int
+    """Raw files simulated and ingested."""
+    detectors: int
+    """Detectors with raws in the repository."""
+    simulate_s: float
+    """Wall seconds of the simulation."""
+    ingest_s: float
+    """Wall seconds of the ingest (one core)."""
+
+
+def simulate_and_ingest(
+    top: str, plan_name: str, plan: str, detectors: str, run: str, seed: int, jobs: int
+) -> SimulatedRepo:
+    """Simulate a plan's raws under ``top/raws`` and ingest them into a new ``top/repo``.
+
+    Parameters
+    ----------
+    top : `str`
+        Working directory (created).
+    plan_name, plan : `str`
+        File name and text of the simulator plan.
+    detectors : `str`
+        Detector selection.
+    run : `str`
+        Run number written in the headers.
+    seed : `int`
+        Simulator seed.
+    jobs : `int`
+        Simulator worker processes (ingest runs on one core).
+
+    Returns
+    -------
+    result : `SimulatedRepo`
+        The repository, counts and timings.
+
+    Raises
+    ------
+    RuntimeError
+        If any file fails to ingest.
+    """
+    raws = os.path.join(top, "raws")
+    simulation = Simulation(write_plan(top, plan_name, plan), detectors, run=run, seed=seed)
+    start = time.time()
+    paths = simulation.run_all(raws, jobs=jobs)
+    simulate_s = time.time() - start
+    repo = os.path.join(top, "repo")
+    butler = create_repo(repo)
+    start = time.time()
+    report = ingest_raws(butler, [raws], jobs=1, progress=False)
+    ingest_s = time.time() - start
+    if not report.ok:
+        raise RuntimeError(f"Ingest of the simulated raws failed: {report.summary()}")
+    refs = butler.query_datasets("raw", collections="LSSTCam/raw/all", limit=None, explain=False)
+    n_detectors = len({ref.dataId["detector"] for ref in refs})
+    return SimulatedRepo(repo, len(paths), n_detectors, simulate_s, ingest_s)
 
 
 def run_pipetask_step(repo: str, output: str, pipeline: str, where: str) -> dict[str, Any]:
@@ -153,36 +217,17 @@ def run_scale_benchmark(work_dir: str | None = None, jobs: int = 2, detectors: s
     """
     camera = get_camera()
     with tempfile.TemporaryDirectory() as tmp:
-        top = work_dir or tmp
-        plan = os.path.join(top, "scale_plan.yaml")
-        os.makedirs(top, exist_ok=True)
-        with open(plan, "w") as f:
-            f.write(_PLAN)
-        raws = os.path.join(top, "raws")
-        sim = Simulation(plan, detectors, run="13700", seed=7)
-        start = time.time()
-        paths = sim.run_all(raws, jobs=jobs)
-        sim_wall = time.time() - start
-        repo = os.path.join(top, "repo")
-        butler = create_repo(repo)
-        start = time.time()
-        report = ingest_raws(butler, [raws], jobs=1, progress=False)
-        ingest_wall = time.time() - start
-        if not report.ok:
-            raise RuntimeError(f"Scale-run ingest failed: {report.summary()}")
-        refs = butler.query_datasets("raw", collections="LSSTCam/raw/all", limit=None, explain=False)
-        n_detectors = len({ref.dataId["detector"] for ref in refs})
-        del butler
+        sim = simulate_and_ingest(work_dir or tmp, "scale_plan.yaml", _PLAN, detectors, "13700", 7, jobs)
         steps: dict[str, Any] = {}
         for name, pipeline, where in _STEPS:
-            steps[name] = run_pipetask_step(repo, f"u/scale/{name}", pipeline, where)
+            steps[name] = run_pipetask_step(sim.repo, f"u/scale/{name}", pipeline, where)
     return {
         "detectors_in_camera": len(list(camera)),
-        "detectors_processed": n_detectors,
-        "raw_files": len(paths),
-        "simulator_s_per_ccd_exposure": round(sim_wall * jobs / len(paths), 3),
+        "detectors_processed": sim.detectors,
+        "raw_files": sim.files,
+        "simulator_s_per_ccd_exposure": round(sim.simulate_s * jobs / sim.files, 3),
         "simulator_jobs": jobs,
-        "ingest_files_per_s_one_core": round(len(paths) / ingest_wall, 1),
+        "ingest_files_per_s_one_core": round(sim.files / sim.ingest_s, 1),
         "steps": steps,
         "rss_limit_mb": RSS_LIMIT_BYTES / 1024**2,
         "meets_rss_limit": all(s["meets_rss_limit"] for s in steps.values()),

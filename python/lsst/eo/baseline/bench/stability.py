@@ -28,7 +28,7 @@ from ..persistence import EoPersistenceTask
 from ..rawio import read_raw
 from ..simulator import load_truth, simulate
 from ..wavelengthFlats import EoWavelengthFlatsTask
-from . import write_figures
+from . import write_figures, write_plan
 from .tasks import _in_child, _timed, summarize_tasks
 
 _PLAN = """
@@ -76,10 +76,7 @@ def run_stability_benchmark(
     floor: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = work_dir or tmp
-        os.makedirs(out, exist_ok=True)
-        plan = os.path.join(out, "bench_stability_plan.yaml")
-        with open(plan, "w") as f:
-            f.write(_PLAN)
+        plan = write_plan(out, "bench_stability_plan.yaml", _PLAN)
         raw_dir = os.path.join(out, "raws")
         simulate(plan, detectors, raw_dir, run="13600", seed=3, jobs=1)
         truth = load_truth(raw_dir)

@@ -35,7 +35,7 @@ from ..ptcExtract import EoPtcExtractTask
 from ..rawio import read_raw
 from ..readNoise import EoReadNoiseTask
 from ..simulator import load_truth, simulate
-from . import write_figures
+from . import write_figures, write_plan
 
 TARGET_RATIO = 2.0
 """Issue target: each per-exposure task at most 2x the read floor..."""
@@ -131,10 +131,7 @@ def run_task_benchmark(work_dir: str | None = None, detectors: str = "R22_S11,R0
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = work_dir or tmp
-        plan = os.path.join(out, "bench_plan.yaml")
-        os.makedirs(out, exist_ok=True)
-        with open(plan, "w") as f:
-            f.write(_PLAN)
+        plan = write_plan(out, "bench_plan.yaml", _PLAN)
         raw_dir = os.path.join(out, "raws")
         simulate(plan, detectors, raw_dir, run="13600", seed=3, jobs=1)
         truth = load_truth(raw_dir)
