@@ -105,7 +105,7 @@ def make_raw(
         seg_header = {
             "EXTNAME": amp.extname,
             "DATASEC": amp.datasec(),
-            "DETSEC": amp.detsec(),
+            "DETSEC": amp.raw_header_detsec(),
             "DETSIZE": det.ccd_type.detsize(),
         }
         segments.append((amp.extname, np.rint(array).astype(np.int32), seg_header))

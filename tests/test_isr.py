@@ -100,12 +100,12 @@ def test_assembly_orientation_and_round_trip():
         amps[layout.name] = a
     image = assemble_ccd(amps, E2V)
     assert image.shape == (4004, 4096)
-    # e2v C10: bottom row, read out at the lower right of its 512-wide block.
-    assert image[0, 511] == 1
-    # e2v C00: top row, flipped in y: output node at the upper left.
-    assert image[4003, 0] == 16
+    # e2v C10 (cameraGeom ixy [0, 1], flipped in x and y): node at the upper right of its block.
+    assert image[4003, 511] == 1
+    # e2v C00 (ixy [0, 0], no flip): node at the lower left of the CCD.
+    assert image[0, 0] == 16
     itl = assemble_ccd({"C00": np.arange(2000 * 509, dtype=np.float32).reshape(2000, 509)}, ITL)
-    assert itl[3999, 508] == 0  # ITL C00 read out at the upper right
+    assert itl[0, 508] == 0  # ITL C00 (ixy [0, 0], flipped in x) read out at the lower right
     back = split_ccd(image, E2V)
     for name, a in amps.items():
         assert np.array_equal(back[name], a)

@@ -3,6 +3,12 @@
 Everything here is derived from one data file, ``data/lsstcam_camera.yaml``; no geometry number
 lives in code.  Amplifiers are described with the `lsst.images.cameras` pydantic models so that
 other stack code can consume them.
+
+Amplifier placement and flips are the stack's cameraGeom (obs_lsst ``policy/cameraHeader.yaml``):
+C1x in the top row, C0x in the bottom row.  The camera's DETSEC/DTV/DTM header keywords follow a
+vertically mirrored layout (obs_lsst DM-36115); they are available as `AmpLayout.raw_header_detsec`
+and `AmpLayout.raw_header_dtv_dtm` for writing headers as the camera does, and are never used to
+place pixels.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ __all__ = [
     "Camera",
     "CcdType",
     "DetectorInfo",
+    "HeaderPlacement",
     "NominalAmp",
     "get_camera",
     "nominal_amps",
@@ -50,6 +57,28 @@ def _assembled_readout_corner(flip_x: bool, flip_y: bool) -> ReadoutCorner:
 
 
 @dataclass(frozen=True)
+class HeaderPlacement:
+    """Place and flips of an amplifier in the layout of the camera's DETSEC header keywords.
+
+    This is *not* cameraGeom: the camera writes DETSEC as the vertical mirror of the cameraGeom
+    layout (Segment1x in the bottom row), which obs_lsst records as incorrect (DM-36115).  It is
+    kept only to write headers as the real camera does.
+
+    Attributes
+    ----------
+    ix, iy : `int`
+        Grid position of the segment in the header layout.
+    flip_x, flip_y : `bool`
+        Whether the header's DTM1_1 / DTM2_2 are -1.
+    """
+
+    ix: int
+    iy: int
+    flip_x: bool
+    flip_y: bool
+
+
+@dataclass(frozen=True)
 class AmpLayout:
     """One amplifier of a CCD type: where its raw HDU is and where it goes.
 
@@ -62,11 +91,16 @@ class AmpLayout:
     hdu : `int`
         1-based HDU index in the raw file.
     ix, iy : `int`
-        Position in the 8 x 2 grid of the assembled CCD.
+        Position in the 8 x 2 grid of the assembled CCD (cameraGeom ``ixy``).
+    half : `str`
+        ``top`` (C1x, iy = 1) or ``bottom`` (C0x, iy = 0); the wavefront sensors' C1x are ``top``.
     flip_x, flip_y : `bool`
-        Flips applied to the raw data box when it is placed in the assembled CCD.
+        Flips applied to the raw data box when it is placed in the assembled CCD (cameraGeom
+        ``flipXY``).
     amplifier : `lsst.images.cameras.Amplifier`
         Full geometry: assembled bbox, readout corner, unassembled raw geometry.
+    header : `HeaderPlacement`
+        Place of the segment in the camera's DETSEC header layout (header writing only).
     """
 
     name: str
@@ -74,9 +108,11 @@ class AmpLayout:
     hdu: int
     ix: int
     iy: int
+    half: str
     flip_x: bool
     flip_y: bool
     amplifier: Amplifier
+    header: HeaderPlacement
 
     @property
     def raw(self) -> AmplifierRawGeometry:
@@ -89,12 +125,48 @@ class AmpLayout:
         """Box of this amplifier's data in the trimmed, assembled CCD."""
         return self.amplifier.bbox
 
-    def detsec(self) -> str:
-        """DETSEC header value (1-based, inclusive, reversed range for a flip)."""
-        b = self.bbox
-        xs = (b.x.stop, b.x.start + 1) if self.flip_x else (b.x.start + 1, b.x.stop)
-        ys = (b.y.stop, b.y.start + 1) if self.flip_y else (b.y.start + 1, b.y.stop)
+    @property
+    def readout_corner(self) -> ReadoutCorner:
+        """Corner of the assembled CCD block nearest the output node (from the cameraGeom flips)."""
+        return self.amplifier.readout_corner
+
+    def raw_header_detsec(self) -> str:
+        """DETSEC value the camera writes in this segment's raw header.
+
+        1-based, inclusive, a reversed range for a flipped axis, in the camera's header layout
+        (`HeaderPlacement`), which is the vertical mirror of cameraGeom: e.g. e2v Segment10 gives
+        ``'[512:1,1:2002]'``.  Do not use it to place pixels; use `bbox`.
+        """
+        (x0, x1), (y0, y1) = self._header_span()
+        xs = (x1, x0 + 1) if self.header.flip_x else (x0 + 1, x1)
+        ys = (y1, y0 + 1) if self.header.flip_y else (y0 + 1, y1)
         return f"[{xs[0]}:{xs[1]},{ys[0]}:{ys[1]}]"
+
+    def raw_header_dtv_dtm(self) -> tuple[int, int, float, float]:
+        """DTV1, DTV2, DTM1_1, DTM2_2 the camera writes in this segment's raw header.
+
+        They map 1-based raw pixels onto the header DETSEC: ``x = DTM1_1 * x_raw + DTV1``,
+        ``y = DTM2_2 * y_raw + DTV2`` (DTM1_2 = DTM2_1 = 0).
+        """
+        data = self.raw.data_bbox
+        (x0, x1), (y0, y1) = self._header_span()
+        # First data column/row (1-based) goes to the block's low edge, or its high edge if flipped.
+        rx, ry = data.x.start + 1, data.y.start + 1
+        if self.header.flip_x:
+            dtm1, dtv1 = -1.0, x1 + rx
+        else:
+            dtm1, dtv1 = 1.0, x0 + 1 - rx
+        if self.header.flip_y:
+            dtm2, dtv2 = -1.0, y1 + ry
+        else:
+            dtm2, dtv2 = 1.0, y0 + 1 - ry
+        return int(dtv1), int(dtv2), dtm1, dtm2
+
+    def _header_span(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """0-based half-open (x, y) ranges of the data block in the header layout."""
+        ny, nx = self.raw.data_bbox.shape
+        h = self.header
+        return (h.ix * nx, (h.ix + 1) * nx), (h.iy * ny, (h.iy + 1) * ny)
 
     def datasec(self) -> str:
         """DATASEC header value (1-based, inclusive) of the raw data box."""
@@ -120,6 +192,9 @@ class CcdType:
         ``(ny, nx)`` of each raw amplifier array.
     amps : `list` [`AmpLayout`]
         Amplifiers in HDU order.
+    header_size : `tuple` [`int`, `int`]
+        ``(nx, ny)`` the camera writes in DETSIZE (for the wavefront half-CCDs this is the size of
+        a full CCD, larger than `shape`).
     """
 
     name: str
@@ -128,6 +203,7 @@ class CcdType:
     purpose: str
     raw_shape: tuple[int, int]
     amps: list[AmpLayout]
+    header_size: tuple[int, int]
 
     @property
     def amp_names(self) -> list[str]:
@@ -146,8 +222,8 @@ class CcdType:
         return (ny * (1 + max(a.iy for a in self.amps)), nx * (1 + max(a.ix for a in self.amps)))
 
     def detsize(self) -> str:
-        """DETSIZE header value."""
-        ny, nx = self.shape
+        """DETSIZE value of the camera's raw headers (not necessarily `shape`: see ``header_size``)."""
+        nx, ny = self.header_size
         return f"[1:{nx},1:{ny}]"
 
     def amp(self, name: str) -> AmpLayout:
@@ -283,6 +359,8 @@ class Camera:
         amps = []
         for hdu, seg in enumerate(segments, start=1):
             flip_x, flip_y = tspec["flips"][seg["half"]]
+            hx, hy = seg["detsec_ixy"]
+            header = HeaderPlacement(hx, hy, *tspec["detsec_flips"][seg["half"]])
             raw_geom = AmplifierRawGeometry(
                 bbox=raw_bbox,
                 data_bbox=data,
@@ -307,9 +385,11 @@ class Camera:
                     hdu=hdu,
                     ix=ix,
                     iy=iy,
+                    half=seg["half"],
                     flip_x=flip_x,
                     flip_y=flip_y,
                     amplifier=amplifier,
+                    header=header,
                 )
             )
         return CcdType(
@@ -319,6 +399,7 @@ class Camera:
             purpose=tspec["purpose"],
             raw_shape=raw_shape,
             amps=amps,
+            header_size=tuple(tspec["detsec_size"]),
         )
 
     def __len__(self) -> int:

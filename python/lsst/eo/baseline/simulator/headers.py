@@ -178,29 +178,20 @@ def primary_header(
 def segment_header(layout: AmpLayout, ccd: CcdType) -> dict[str, Any]:
     """Header of one amplifier HDU (EXTNAME, CHANNEL, DATASEC, DETSEC, DTV/DTM...).
 
-    The DTV/DTM keywords map raw to detector pixels (1-based):
-    ``x_det = DTM1_1 * x_raw + DTV1``, ``y_det = DTM2_2 * y_raw + DTV2``.
+    DETSEC and DTV/DTM are written as the real camera writes them, in its own header layout (the
+    vertical mirror of cameraGeom, obs_lsst DM-36115), not from the placement our assembly uses:
+    ``x = DTM1_1 * x_raw + DTV1``, ``y = DTM2_2 * y_raw + DTV2`` (1-based) map DATASEC onto DETSEC.
     """
-    data = layout.raw.data_bbox
-    bbox = layout.bbox
-    dx0, dy0 = data.x.start + 1, data.y.start + 1
-    if layout.flip_x:
-        dtm1, dtv1 = -1.0, bbox.x.stop + dx0
-    else:
-        dtm1, dtv1 = 1.0, bbox.x.start + 1 - dx0
-    if layout.flip_y:
-        dtm2, dtv2 = -1.0, bbox.y.stop + dy0
-    else:
-        dtm2, dtv2 = 1.0, bbox.y.start + 1 - dy0
+    dtv1, dtv2, dtm1, dtm2 = layout.raw_header_dtv_dtm()
     return {
         "EXTNAME": layout.extname,
         "CHANNEL": layout.hdu,
         "CCDSUM": "1 1",
         "DATASEC": layout.datasec(),
-        "DETSEC": layout.detsec(),
+        "DETSEC": layout.raw_header_detsec(),
         "DETSIZE": ccd.detsize(),
-        "DTV1": int(dtv1),
-        "DTV2": int(dtv2),
+        "DTV1": dtv1,
+        "DTV2": dtv2,
         "DTM1_1": dtm1,
         "DTM2_2": dtm2,
         "DTM1_2": 0.0,
