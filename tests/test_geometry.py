@@ -23,6 +23,7 @@ import pytest
 
 from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.isr import assemble_ccd, split_ccd
+from lsst.eo.baseline.plotting import pixel_box_to_focal_plane
 from lsst.eo.baseline.rawio import read_raw, write_raw
 from lsst.eo.baseline.simulator.headers import segment_header
 
@@ -226,3 +227,47 @@ def test_header_detsec_tiles_detsize():
             x0, x1, y0, y1 = _parse_sec(layout.raw_header_detsec())
             cover[min(y0, y1) - 1 : max(y0, y1), min(x0, x1) - 1 : max(x0, x1)] += 1
         assert (cover == 1).all()
+
+
+# Focal-plane placement (obs_lsst policy/rafts.yaml, cameraHeader.yaml, policy/lsstCam/R04.yaml,
+# generateCamera.py: centre = raft offset + offset rotated by the raft yaw; yaw = sensor + raft yaw).
+def test_science_amp_outline_in_focal_plane():
+    # R22_S11 sits at the origin with yaw 0; e2v 4096 x 4004 pixels of 10 um, centre at pixel
+    # (2048, 2002).  C10 covers pixels x 0..512, y 2002..4004 -> x (0 - 2048) * 0.01 = -20.48 to
+    # (512 - 2048) * 0.01 = -15.36 mm, y 0 to (4004 - 2002) * 0.01 = 20.02 mm: upper left of the CCD.
+    det = CAMERA["R22_S11"]
+    b = det.ccd_type.amp("C10").bbox
+    corners = pixel_box_to_focal_plane(det, b.x.start, b.y.start, b.x.stop, b.y.stop)
+    assert np.allclose(corners, [[-20.48, 0.0], [-15.36, 0.0], [-15.36, 20.02], [-20.48, 20.02]])
+
+
+def test_corner_raft_sensor_placement():
+    # R04: offset (254, -254), yaw 270.  SG0 offset (-42.25, 0) + (0.49, 4.74) = (-41.76, 4.74),
+    # rotated by 270 deg (cos 0, sin -1): (x, y) -> (y, -x) = (4.74, 41.76); centre (258.74, -212.24);
+    # yaw 270 + 270 = 180.  SG1 (0, -42.25) + (4.74, 0.49) = (4.74, -41.76) -> (-41.76, -4.74);
+    # centre (212.24, -258.74); yaw 0 + 270 = 270.
+    sg0, sg1 = CAMERA["R04_SG0"], CAMERA["R04_SG1"]
+    assert sg0.focal_plane_mm == pytest.approx((258.74, -212.24))
+    assert sg0.yaw_deg == 180.0
+    assert sg1.focal_plane_mm == pytest.approx((212.24, -258.74))
+    assert sg1.yaw_deg == 270.0
+    # A 180-degree turn sends the CCD's pixel origin (its lower left) to the upper right:
+    # ITL 4072 x 4000 -> +20.36 mm, +20.00 mm from the centre.
+    ny, nx = sg0.ccd_type.shape
+    assert pixel_box_to_focal_plane(sg0, 0, 0, nx, ny)[0] == pytest.approx((258.74 + 20.36, -212.24 + 20.0))
+
+
+def test_detectors_do_not_overlap_in_focal_plane():
+    """All 205 detector outlines (quarter-turned rectangles) are disjoint."""
+    boxes = []
+    for det in CAMERA:
+        ny, nx = det.ccd_type.shape
+        c = pixel_box_to_focal_plane(det, 0, 0, nx, ny)
+        boxes.append((c[:, 0].min(), c[:, 0].max(), c[:, 1].min(), c[:, 1].max()))
+    b = np.array(boxes)
+    overlap_x = (b[:, None, 0] < b[None, :, 1]) & (b[None, :, 0] < b[:, None, 1])
+    overlap_y = (b[:, None, 2] < b[None, :, 3]) & (b[None, :, 2] < b[:, None, 3])
+    both = overlap_x & overlap_y
+    np.fill_diagonal(both, False)
+    pairs = [(CAMERA[int(i)].name, CAMERA[int(j)].name) for i, j in np.argwhere(both)]
+    assert not pairs, pairs[:4]

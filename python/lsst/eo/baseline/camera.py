@@ -26,6 +26,7 @@ __all__ = [
 
 import csv
 import functools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -40,6 +41,15 @@ def _box(spec: list[int]) -> Box:
     """Make a `~lsst.images.Box` from an ``[x0, y0, nx, ny]`` list."""
     x0, y0, nx, ny = spec
     return Box.factory[y0 : y0 + ny, x0 : x0 + nx]
+
+
+def _cos_sin(degrees: float) -> tuple[float, float]:
+    """Cosine and sine of an angle given in degrees, exact for multiples of 90 degrees."""
+    quarter, rest = divmod(float(degrees), 90.0)
+    if rest == 0.0:
+        return [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][int(quarter) % 4]
+    rad = math.radians(degrees)
+    return math.cos(rad), math.sin(rad)
 
 
 def _assembled_readout_corner(flip_x: bool, flip_y: bool) -> ReadoutCorner:
@@ -250,6 +260,9 @@ class DetectorInfo:
         Geometry of the CCD.
     focal_plane_mm : `tuple` [`float`, `float`]
         Nominal centre in the focal plane (mm), for plots.
+    yaw_deg : `float`
+        Counter-clockwise rotation of the detector's pixel axes in the focal plane (degrees; 0
+        for science CCDs, 0-270 for corner-raft sensors, as obs_lsst's cameraGeom).
     """
 
     id: int
@@ -258,6 +271,12 @@ class DetectorInfo:
     slot: str
     ccd_type: CcdType
     focal_plane_mm: tuple[float, float] = field(default=(0.0, 0.0))
+    yaw_deg: float = 0.0
+
+    @property
+    def yaw_cos_sin(self) -> tuple[float, float]:
+        """Cosine and sine of `yaw_deg` (exact for quarter turns)."""
+        return _cos_sin(self.yaw_deg)
 
     @property
     def vendor(self) -> str:
@@ -327,16 +346,14 @@ class Camera:
                         focal_plane_mm=(cx + (col - 1) * ccd_pitch, cy + (row - 1) * ccd_pitch),
                     )
                 )
-        offsets = spec["corner_slot_offsets_mm"]
         for raft in spec["corner_rafts"]:
             cx, cy = raft_centre(raft)
-            # Corner rafts are rotated so that the guiders face the field centre; mirror the
-            # nominal slot offsets accordingly.
-            sx = 1.0 if raft[2] == "0" else -1.0
-            sy = 1.0 if raft[1] == "0" else -1.0
+            raft_yaw = float(spec["corner_raft_yaw_deg"][raft])
+            cos, sin = _cos_sin(raft_yaw)
             for slot_spec in spec["corner_slots"]:
                 slot = slot_spec["slot"]
-                ox, oy = offsets[slot]
+                geom = spec["corner_slot_geometry"][slot]
+                ox, oy = geom["offset"]
                 detectors.append(
                     DetectorInfo(
                         id=len(detectors),
@@ -344,7 +361,8 @@ class Camera:
                         raft=raft,
                         slot=slot,
                         ccd_type=self.ccd_types[slot_spec["ccd_type"]],
-                        focal_plane_mm=(cx - sx * ox, cy - sy * oy),
+                        focal_plane_mm=(cx + cos * ox - sin * oy, cy + sin * ox + cos * oy),
+                        yaw_deg=(float(geom["yaw"]) + raft_yaw) % 360.0,
                     )
                 )
         self._by_id = {d.id: d for d in detectors}

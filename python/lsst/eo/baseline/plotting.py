@@ -19,6 +19,7 @@ __all__ = [
     "focal_plane_mosaic",
     "linearity_figure",
     "persistence_figure",
+    "pixel_box_to_focal_plane",
     "ptc_figure",
     "time_series_figure",
     "vendor_histograms",
@@ -37,39 +38,56 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from .camera import get_camera  # noqa: E402
+from .camera import DetectorInfo, get_camera  # noqa: E402
 from .metrics import MetricSpec  # noqa: E402
 
 VENDOR_COLORS = {"ITL": "tab:orange", "E2V": "tab:blue"}
 _PIXEL_MM = 0.010
 
 
+def pixel_box_to_focal_plane(det: DetectorInfo, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Corners of a box of detector pixels in focal-plane mm, as cameraGeom places the detector.
+
+    Parameters
+    ----------
+    det : `~lsst.eo.baseline.camera.DetectorInfo`
+        Detector (nominal centre and yaw).
+    x0, y0, x1, y1 : `float`
+        Box edges in assembled-detector pixel coordinates (pixel i spans [i, i + 1)).
+
+    Returns
+    -------
+    corners : `numpy.ndarray`
+        (4, 2) corners (x0, y0), (x1, y0), (x1, y1), (x0, y1) in focal-plane mm: the detector's
+        centre pixel at ``det.focal_plane_mm``, its pixel axes turned counter-clockwise by
+        ``det.yaw_deg``.
+    """
+    ny, nx = det.ccd_type.shape
+    px = (np.array([x0, x1, x1, x0]) - nx / 2) * _PIXEL_MM
+    py = (np.array([y0, y0, y1, y1]) - ny / 2) * _PIXEL_MM
+    cos, sin = det.yaw_cos_sin
+    cx, cy = det.focal_plane_mm
+    return np.stack([cx + cos * px - sin * py, cy + sin * px + cos * py], axis=1)
+
+
 @functools.cache
 def _amp_geometry() -> tuple[list[tuple[int, str]], np.ndarray, np.ndarray, np.ndarray]:
     """Every amplifier's (detector, amp) key and corner vertices in focal-plane mm (cached).
 
-    Returns the keys, the (N, 4, 2) amplifier vertices, the (D, 4, 2) CCD vertices and the CCD
-    vendors.
+    Amplifier boxes are the cameraGeom boxes (C1x in the top row of an unrotated CCD, as eo_pipe's
+    focal-plane plots place amplifier Cji at row j, column i).  Returns the keys, the (N, 4, 2)
+    amplifier vertices, the (D, 4, 2) CCD vertices and the CCD vendors.
     """
     keys, amps, ccds, vendors = [], [], [], []
     for det in get_camera():
         ny, nx = det.ccd_type.shape
-        cx, cy = det.focal_plane_mm
-        x0 = cx - nx * _PIXEL_MM / 2
-        y0 = cy - ny * _PIXEL_MM / 2
-        ccds.append(_box(x0, y0, nx * _PIXEL_MM, ny * _PIXEL_MM))
+        ccds.append(pixel_box_to_focal_plane(det, 0, 0, nx, ny))
         vendors.append(det.vendor)
         for layout in det.ccd_type.amps:
             b = layout.bbox
             keys.append((det.id, layout.name))
-            width = (b.x.stop - b.x.start) * _PIXEL_MM
-            height = (b.y.stop - b.y.start) * _PIXEL_MM
-            amps.append(_box(x0 + b.x.start * _PIXEL_MM, y0 + b.y.start * _PIXEL_MM, width, height))
+            amps.append(pixel_box_to_focal_plane(det, b.x.start, b.y.start, b.x.stop, b.y.stop))
     return keys, np.array(amps), np.array(ccds), np.array(vendors)
-
-
-def _box(x: float, y: float, w: float, h: float) -> list[tuple[float, float]]:
-    return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
 
 
 def focal_plane_mosaic(
