@@ -129,3 +129,24 @@ def test_linear_fit_residuals():
     assert exact.slope == pytest.approx(K, rel=1e-12) and exact.intercept == pytest.approx(50.0)
     assert np.isnan(exact.residuals[t >= 30]).all()
     assert np.allclose(exact.residuals_unmasked, 50.0)
+
+
+def test_cp_max_signal_uses_array_position_and_tolerance_threshold():
+    # 10 linear points y = 1000 t (t = 1..10) then a plateau 10100, 10300, 10250 (t = 11..13).
+    # First fit over all 13 points: k = sum t / sum(t^2 / y) < 1000, so the linear points share one
+    # residual c = 1 - k/1000 > 0 and the plateau ones are far below; the median of the 13 is c,
+    # leaving the 10 linear points at 0 (good, > 4 of them) and the plateau at < -8%: turnoff =
+    # 10000 (index 9).  It is not the last array entry, so max_signal = median of the points above
+    # (1 - 0.01) x 10300 = 10197: {10300, 10250} -> 10275.  With a 2% tolerance the threshold is
+    # 0.98 x 10300 = 10094: {10100, 10300, 10250} -> 10250 (the turnoff is unchanged).
+    t = np.concatenate([np.arange(1.0, 11.0), [11.0, 12.0, 13.0]])
+    y = np.concatenate([1000.0 * np.arange(1.0, 11.0), [10100.0, 10300.0, 10250.0]])
+    r = linearity_turnoff(t, y)
+    assert r.turnoff == 10000.0
+    assert r.max_signal == pytest.approx(10275.0)
+    r2 = linearity_turnoff(t, y, max_frac_deviation=0.02)
+    assert r2.turnoff == 10000.0
+    assert r2.max_signal == pytest.approx(10250.0)
+    # Turnoff at the last array entry: its own value.
+    lin = linearity_turnoff(t[:10], y[:10])
+    assert lin.turnoff == lin.max_signal == 10000.0

@@ -22,7 +22,7 @@ from lsst.daf.butler import Butler, CollectionType, DatasetType, Timespan
 
 from lsst.eo.baseline.ampStream import RawFileHandle
 from lsst.eo.baseline.calibCombine import EoBiasTask, EoDarkTask
-from lsst.eo.baseline.camera import get_camera
+from lsst.eo.baseline.camera import get_camera, nominal_amps
 from lsst.eo.baseline.ingest import ingest_raws
 from lsst.eo.baseline.persistence import (
     EoPersistenceConfig,
@@ -277,3 +277,33 @@ def test_pipelines_through_pipetask(tmp_path):
     np.testing.assert_allclose(10 * wl["response_per_ccobflux"], injected, rtol=0.03)
     prnu = np.array([2.0 * sim.amp(det_name, a).prnu_rms for a in wl["amp"]])  # uv: 2 x red PRNU
     np.testing.assert_allclose(wl["prnu"], prnu, rtol=0.03)
+
+
+def test_eo_pipe_columns(sim, products):
+    """eo_pipe's mean_signal / stdev (adu, 5-sigma clip, bias subtracted, no gain or dark) and time.
+
+    By construction our residual is (adu image x gain) less the dark charge of every pixel, so
+    mean_signal_adu x gain = residual_e + dark_subtracted_e up to the different clips (5 vs 3
+    sigma) of a near-Gaussian pixel distribution, whose means agree to far below the 0.03 e-
+    per-exposure level noise; the tolerance 0.05 e- + 0.2% allows for the hot pixels the two clips
+    treat differently.  time_min is minutes since the earliest MJD-TRG (the flat's): the first
+    dark starts 2.6 s after the flat's end, the flat lasting its exposure time after its trigger,
+    so time_min > 2.6 / 60.
+    """
+    for det_name in DETECTORS:
+        gains = nominal_amps(det_name)
+        result = products[det_name]["persistence"]
+        per_exposure = result.exposures
+        for r in per_exposure:
+            expected = (r["residual_e"] + r["dark_subtracted_e"]) / gains[r["amp"]].gain
+            assert r["mean_signal_adu"] == pytest.approx(expected, abs=(0.05 + 0.002 * abs(expected)))
+            assert r["stdev_adu"] > 0
+        for amp in set(per_exposure["amp"]):
+            rows = per_exposure[per_exposure["amp"] == amp]
+            assert np.all(np.diff(rows["time_min"]) > 0)
+            assert rows["time_min"][0] > 2.6 / 60.0
+            # Successive darks are as far apart in time_min as in MJD-TRG.
+            np.testing.assert_allclose(np.diff(rows["time_min"]), np.diff(rows["mjd_trg"]) * 1440.0)
+        # The flat (saturated: at the ADC maximum less the bias) is far above any dark.
+        summary = result.persistence
+        assert np.all(summary["flat_mean_signal_adu"] > 1.0e4)

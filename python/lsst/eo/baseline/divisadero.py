@@ -2,14 +2,22 @@
 
 eo_pipe's definition (``eo_pipe.md`` section 3.12), on the combined flat (``eoFlat``):
 
-1. per amplifier of the assembled CCD, rows ``rowMin`` to ``rowMax`` counted from the serial
-   register (the image is flipped in y for amplifiers read out at the top), the 3-sigma clipped mean
-   of each column -> a column profile, divided by its median, then by a straight line fitted away
-   from ``nEdge`` columns at each end;
-2. the profiles of the amplifiers of each half of the CCD are laid side by side in detector order;
-3. at each internal amplifier boundary, D = max |profile - 1| over the ``nPix`` columns left of the
-   boundary and the ``2 nPix`` right of it;
+1. per amplifier of the assembled CCD, rows ``rowMin`` to ``rowMax - 1`` (10 .. 209) counted from
+   the serial register (the image is flipped in y for amplifiers read out at the top), the clipped
+   mean of each column with astropy's ``sigma_clipped_stats`` defaults (3 sigma about the median,
+   population std, up to 5 passes) -> a column profile, divided by its median, then by a
+   straight line fitted over columns ``[nEdge, W - nEdge)``;
+2. the profiles of the amplifiers of each half of the CCD (amplifiers sharing a grid row ``iy``)
+   are laid side by side in detector x order (by the x of their bounding boxes);
+3. at each internal amplifier boundary, with x_b the last column of the left amplifier in that
+   concatenation, D = nanmax |p - 1| over ``p[x_b - nPix : x_b + 2 nPix]``: the ``nPix + 1`` last
+   columns of the left amplifier and the ``2 nPix - 1`` first of the right one (3 and 3 for eo_pipe's
+   ``npix = 2``; eo_pipe ``DivisaderoTearingTask.normed_mean_response_vs_col``); all NaN -> 0;
 4. each amplifier's value is the larger D of its two boundaries (a CCD edge counts 0).
+
+Deliberate difference: the median normalisation and the line fit skip non-finite column means
+(eo_pipe's ``np.median`` would turn a single NaN column into an all-NaN profile); on finite data
+the numbers are the same.
 
 ITL sensors tear; e2v sensors show none.
 
@@ -32,13 +40,13 @@ __all__ = [
 ]
 
 import numpy as np
+from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from lsst.images import MaskedImage
 from lsst.pex.config import Field
 from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
 from lsst.pipe.base import connectionTypes as cT
 
-from .afwstats import clipped_stats_rows
 from .ampFlags import AmpFlag, apply_amp_flags, describe_flagged, metadata_amp_flags, nan_median
 from .camera import DetectorInfo, get_camera
 
@@ -54,7 +62,7 @@ def column_profile(
         The amplifier's data in detector orientation, already flipped so that row 0 is next to the
         serial register.
     row_min, row_max : `int`
-        Rows averaged.
+        Rows averaged: ``row_min .. row_max - 1`` (eo_pipe 10 and 210).
     n_edge : `int`
         Columns at each end left out of the straight-line fit.
 
@@ -65,8 +73,10 @@ def column_profile(
         fitted range have a finite, non-zero mean (e.g. an amplifier without signal).
     """
     block = np.asarray(amp_image[row_min:row_max], dtype=np.float64)
-    means, _ = clipped_stats_rows(block.T)  # one clipped mean per column
-    means = np.asarray(means, dtype=np.float64)
+    # eo_pipe: astropy defaults (sigma 3 both sides, maxiters 5, median centre, std ddof 0).
+    with np.errstate(invalid="ignore"):
+        means, _, _ = sigma_clipped_stats(block, axis=0)
+    means = np.ma.filled(np.asarray(means, dtype=np.float64), np.nan)
     nan_profile = np.full(means.shape, np.nan)
     level = nan_median(means)
     if not np.isfinite(level) or level == 0:
@@ -89,16 +99,18 @@ def boundary_deviations(profiles: list[np.ndarray], n_pix: int = 2) -> list[floa
     profiles : `list` [`numpy.ndarray`]
         Column profiles of the amplifiers of one CCD half, left to right.
     n_pix : `int`
-        Columns taken: ``n_pix`` left of the boundary and ``2 n_pix`` right of it (eo_pipe).
+        eo_pipe's ``npix``: the window is ``p[x_b - n_pix : x_b + 2 n_pix]`` of the concatenated
+        profile, x_b being the last column of the left amplifier, i.e. its last ``n_pix + 1``
+        columns and the first ``2 n_pix - 1`` columns of the right amplifier (3 and 3 for 2).
 
     Returns
     -------
     deviations : `list` [`float`]
-        One per internal boundary (``len(profiles) - 1`` values); NaN profiles count as 0.
+        One per internal boundary (``len(profiles) - 1`` values); an all-NaN window counts as 0.
     """
     out = []
     for left, right in zip(profiles[:-1], profiles[1:], strict=True):
-        window = np.concatenate([left[-n_pix:], right[: 2 * n_pix]])
+        window = np.concatenate([left[-(n_pix + 1) :], right[: 2 * n_pix - 1]])
         dev = np.abs(window - 1.0)
         out.append(float(np.nanmax(dev)) if np.isfinite(dev).any() else 0.0)
     return out
@@ -128,7 +140,10 @@ class EoDivisaderoConfig(PipelineTaskConfig, pipelineConnections=EoDivisaderoCon
     rowMin = Field[int](doc="First row (from the serial register) averaged.", default=10)
     rowMax = Field[int](doc="Row after the last one averaged.", default=210)
     nEdge = Field[int](doc="Columns at each amplifier edge left out of the line fit.", default=25)
-    nPix = Field[int](doc="Columns left (and twice as many right) of a boundary examined.", default=2)
+    nPix = Field[int](
+        doc="eo_pipe npix: columns p[x_b - nPix : x_b + 2 nPix] around a boundary x_b (3 each side for 2).",
+        default=2,
+    )
 
 
 class EoDivisaderoTask(PipelineTask):
@@ -180,8 +195,10 @@ class EoDivisaderoTask(PipelineTask):
                 flags[layout.name] |= int(AmpFlag.NONFINITE)
         left = {a.name: 0.0 for a in detector.ccd_type.amps}
         right = dict(left)
+        # CCD halves = amplifiers sharing a grid row, in detector x order (from the layout, not
+        # from amplifier names, so that it holds whichever half C1x is placed in).
         for iy in sorted({a.iy for a in detector.ccd_type.amps}):
-            row = sorted((a for a in detector.ccd_type.amps if a.iy == iy), key=lambda a: a.ix)
+            row = sorted((a for a in detector.ccd_type.amps if a.iy == iy), key=lambda a: a.bbox.x.start)
             devs = boundary_deviations([profiles[a.name] for a in row], cfg.nPix)
             for k, dev in enumerate(devs):
                 right[row[k].name] = dev

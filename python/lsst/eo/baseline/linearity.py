@@ -68,8 +68,8 @@ class LinearityTurnoff:
     group_slopes : `dict`
         ``k`` of every group.
     residuals : `numpy.ndarray`
-        Fractional residuals ``(y - k x)/y`` minus their group median, every point (NaN where
-        not computable), input order.
+        Fractional residuals ``(y - k_g x)/y`` minus one median over all groups, every point (NaN
+        where not computable), input order.
     good : `numpy.ndarray` of `bool`
         Points within ``max_frac_deviation`` (and below ``max_turnoff``).
     fit_mask : `numpy.ndarray` of `bool`
@@ -122,8 +122,8 @@ def linearity_turnoff(
     groups : `numpy.ndarray`, optional
         Illumination group of each point (each gets its own slope); default one group.
     use_all_for_normalization : `bool`, optional
-        Median residual over all points of a group (True, cp_pipe's classic solver) or only over
-        the fitted points.
+        Median residual over all points (True, cp_pipe's classic solver) or only over the fitted
+        points (DoubleSpline); one median for all groups together, as cp_pipe.
 
     Returns
     -------
@@ -143,6 +143,7 @@ def linearity_turnoff(
     slopes: dict = {}
     found = False
     turnoff = np.nan
+    first_pass = True
     while np.count_nonzero(fit_mask) >= 4 and not found:
         resid[:] = np.nan
         slopes = {}
@@ -150,16 +151,23 @@ def linearity_turnoff(
             sel = (grp == lab) & finite
             fm = fit_mask & sel
             if not fm.any():
-                continue
+                if not first_pass:
+                    continue  # cp_pipe: k = NaN, residuals NaN
+                # cp_pipe, first pass only: the group's first min(10, n) points, mask ignored.
+                fm = np.zeros(n, dtype=bool)
+                fm[np.flatnonzero(sel)[:10]] = True
+                if not fm.any():
+                    continue
             with np.errstate(divide="ignore", invalid="ignore"):
                 k = np.sum(x[fm]) / np.sum(x[fm] ** 2 / y[fm])
-                r = (y[sel] - k * x[sel]) / y[sel]
+                resid[sel] = (y[sel] - k * x[sel]) / y[sel]
             slopes[_key(lab)] = float(k)
-            norm_sel = np.ones(np.count_nonzero(sel), dtype=bool) if use_all_for_normalization else fm[sel]
-            fin = np.isfinite(r) & norm_sel
-            if fin.any():
-                r = r - np.median(r[fin])
-            resid[sel] = r
+        # One median over all groups together (cp_pipe), over every point or the fitted ones.
+        norm = finite if use_all_for_normalization else fit_mask
+        fin = np.isfinite(resid) & norm
+        if fin.any():
+            resid -= np.median(resid[fin])
+        first_pass = False
         with np.errstate(invalid="ignore"):
             good = (np.abs(resid) < max_frac_deviation) & (y < max_turnoff)
         if np.count_nonzero(good) > 4:
@@ -173,14 +181,16 @@ def linearity_turnoff(
     if not found:
         turnoff = float(np.max(y[fit_mask])) if fit_mask.any() else np.nan
 
+    # cp_pipe: the turnoff's own value if it is the last array entry, else the median of the
+    # points above (1 - max_frac_deviation) x the largest signal (the saturation plateau).
     max_signal = np.nan
     if finite.any() and np.isfinite(turnoff):
-        ymax = float(np.max(y[finite]))
-        last = int(np.flatnonzero(finite)[np.argmax(x[finite])])  # point of largest abscissa
-        if y[last] == turnoff:
-            max_signal = turnoff
+        index = int(np.flatnonzero(np.isclose(np.nan_to_num(y), turnoff))[0])
+        if index == n - 1:
+            max_signal = float(y[index])
         else:
-            max_signal = float(np.median(y[finite & (y > 0.99 * ymax)]))
+            ymax = float(np.nanmax(y))
+            max_signal = float(np.median(y[np.nan_to_num(y) > (1.0 - max_frac_deviation) * ymax]))
     slope = np.nan
     if np.isfinite(turnoff) and slopes:
         idx = np.flatnonzero(finite & (y == turnoff))
@@ -202,7 +212,8 @@ class EoLinearity:
         Largest signal (adu) among all points with fractional deviation below
         ``max_frac_dev_spec`` (eo_pipe ``linearity_turnoff``).
     max_observed_signal : `float`
-        Largest mean signal (adu), eo_pipe ``max_observed_signal``.
+        Largest finite mean signal (adu) of all points, eo_pipe ``max_observed_signal``; pass
+        measured (not linearised) means.
     residuals : `numpy.ndarray`
         ``(N_e - a x)/N_e`` for every point (input order).
     fit_mask : `numpy.ndarray` of `bool`
@@ -231,7 +242,8 @@ def eo_linearity(
     x : `numpy.ndarray`
         Photodiode charge (or exposure time) of each pair.
     means_adu : `numpy.ndarray`
-        PTC ``rawMeans`` (adu).
+        Measured pair means (adu; cp_pipe's linearizer PTC ``rawMeans``, which are not
+        linearised), **all** pairs, not only the PTC fit mask.
     gain : `float`
         e-/adu (eo_pipe: PTC gain, camera gain if NaN).
     fit_range : `tuple` [`float`, `float`], optional
@@ -256,7 +268,9 @@ def eo_linearity(
     ne = gain * mu
     finite = np.isfinite(x) & np.isfinite(ne)
     nan = np.full(len(mu), np.nan)
-    max_obs = float(np.max(mu[finite])) if finite.any() else np.nan
+    # Every measured mean counts, whatever its abscissa (eo_pipe max(rawMeans), NaN-safe).
+    finite_mu = mu[np.isfinite(mu)]
+    max_obs = float(np.max(finite_mu)) if finite_mu.size else np.nan
     if not finite.any() or not np.isfinite(gain) or gain <= 0:
         return EoLinearity(np.nan, np.nan, np.nan, max_obs, nan, np.zeros(len(mu), dtype=bool))
     i_peak = int(np.flatnonzero(finite)[np.argmax(ne[finite])])

@@ -34,10 +34,21 @@ after the flat than parameters + 1, or a non-finite amplitude) the amplifier is 
 ``FIT_FAILED``; a fit that converges to a bound of ``tauRange`` or to :math:`Q_0 \le 0` keeps its
 values with ``fit_ok`` False.
 
-Deviations from eo_pipe's ``PersistenceTask``: times are referred to the end of the flat's
-integration (eo_pipe: its MJD-TRG, 7 ms earlier in the B protocol); residuals are in electrons with
-the dark current subtracted (eo_pipe: adu, dark current included); the decay is fitted (eo_pipe only
-plots the residuals).
+eo_pipe's quantities (``eo_pipe.md`` section 9.16, ``persistenceTask.py::PersistenceTask.run``)
+are in the per-exposure table under eo_pipe's names: ``mean_signal_adu`` and ``stdev_adu`` are
+afw MEANCLIP and STDEVCLIP (5 sigma, 3 passes, ``eoNSigmaClip``) of the image in adu after the
+serial overscan and the bias (subtracted in adu), without gains or dark subtraction;
+``time_min`` = (MJD-TRG - the smallest MJD-TRG of the sequence) x 1440 (minutes; origin the
+flat); ``mjd_trg``, ``tseqnum`` and ``darktime_s`` from the headers.  The saturating flat's own
+``mean_signal_adu`` is ``flat_mean_signal_adu`` of the per-amplifier table (eo_pipe has it as a
+row of its per-exposure table, which here holds the exposures after the flat only).
+Differences from eo_pipe in those columns: the bias is subtracted in adu (eo_pipe subtracts its
+electron-unit bias from the adu image) and no parallel-overscan correction is applied (eo_pipe's
+``isr`` has it on; our combined bias is built without it).
+
+Our quantities, beside them: times referred to the end of the flat's integration (eo_pipe: its
+MJD-TRG, 7 ms earlier in the B protocol); residuals in electrons with the dark current
+subtracted; the fitted decay (eo_pipe only plots the residuals).
 """
 
 from __future__ import annotations
@@ -294,6 +305,10 @@ class EoPersistenceConfig(PipelineTaskConfig, pipelineConnections=EoPersistenceC
         doc="Dark current (e-/s) subtracted x DARKTIME when isr.doDark is False.", default=0.0
     )
     nSigmaClip = Field[float](doc="Clipping threshold of the clipped mean.", default=3.0)
+    eoNSigmaClip = Field[float](
+        doc="Clipping threshold of eo_pipe's mean_signal / stdev (MEANCLIP, STDEVCLIP).", default=5.0
+    )
+    eoNIter = Field[int](doc="Clipping passes of eo_pipe's mean_signal / stdev.", default=3)
     fitOffset = Field[bool](doc="Fit a constant offset besides the decay.", default=False)
     tauRange = ListField[float](doc="Search range of the decay time (s).", default=[1.0, 3600.0])
     flatImageTypes = ListField[str](doc="IMGTYPE values of saturating exposures.", default=["FLAT"])
@@ -399,6 +414,10 @@ class EoPersistenceTask(PipelineTask):
                 "mean": {},
                 "stdev": {},
                 "n": {},
+                "eo_mean": {},
+                "eo_stdev": {},
+                "mjd_trg": header_float(header, "MJD-TRG"),
+                "tseqnum": int(header.get("TSEQNUM", -1)),
                 "dark_e": {a: dark_rate[a] * dark_time for a in amps},
             }
             is_flat = entry["imgtype"] in flat_types
@@ -408,6 +427,7 @@ class EoPersistenceTask(PipelineTask):
                 if flags[amp]:
                     # Not measured; an amplifier found bad in a later exposure is blanked below.
                     entry["mean"][amp], entry["stdev"][amp], entry["n"][amp] = np.nan, np.nan, 0
+                    entry["eo_mean"][amp] = entry["eo_stdev"][amp] = np.nan
                     continue
                 image = self.isr.transient_image(
                     raw[amp],
@@ -421,13 +441,21 @@ class EoPersistenceTask(PipelineTask):
                 entry["mean"][amp] = stats.mean - subtract
                 entry["stdev"][amp] = stats.stdev
                 entry["n"][amp] = stats.n
+                # eo_pipe's statistics are of the adu image: undo the gains and the dark.
+                adu = image if dark_amps is None or not cfg.isr.doDark else image + dark_amps[amp] * dark_time
+                eo = clipped_stats(adu / gains[amp], cfg.eoNSigmaClip, cfg.eoNIter)
+                entry["eo_mean"][amp], entry["eo_stdev"][amp] = eo.mean, eo.stdev
             exposures.append(entry)
             del raw
         for e in exposures:
             for amp in amps:
                 if flags[amp]:
                     e["mean"][amp], e["stdev"][amp], e["n"][amp] = np.nan, np.nan, 0
+                    e["eo_mean"][amp] = e["eo_stdev"][amp] = np.nan
         exposures.sort(key=lambda e: e["begin"])
+        # eo_pipe's time origin: the earliest MJD-TRG of the sequence (the flat).
+        trg = [e["mjd_trg"] for e in exposures if np.isfinite(e["mjd_trg"])]
+        mjd0 = min(trg) if trg else np.nan
         flats = [e for e in exposures if e["imgtype"] in flat_types]
         if not flats:
             raise NoWorkFound(f"No saturating exposure (IMGTYPE in {sorted(flat_types)}) for {detector.name}")
@@ -472,7 +500,9 @@ class EoPersistenceTask(PipelineTask):
                 rows.append(
                     (e["exposure"], amp, e["imgtype"], e["begin"], e["dark_time"],
                      -1 if f is None else f["exposure"], t0a[k], t1a[k], ya[k], siga[k], e["stdev"][amp],
-                     e["dark_e"][amp], model[k] if mask[k] else np.nan, bool(mask[k]))
+                     e["dark_e"][amp], model[k] if mask[k] else np.nan, bool(mask[k]),
+                     e["mjd_trg"], e["tseqnum"], (e["mjd_trg"] - mjd0) * 1440.0, e["eo_mean"][amp],
+                     e["eo_stdev"][amp])
                 )  # fmt: skip
             first = int(np.argmax(mask)) if mask.any() else -1
             reference = after[first]["flat"] if first >= 0 else flats[-1]
@@ -480,21 +510,21 @@ class EoPersistenceTask(PipelineTask):
                 (amp, fit["q0"], fit["q0_err"], fit["tau"], fit["tau_err"], fit["offset"], fit["offset_err"],
                  fit["chi2"] / fit["dof"] if fit["dof"] > 0 else np.nan, fit["n"],
                  ya[first] if first >= 0 else np.nan, t0a[first] if first >= 0 else np.nan,
-                 reference["mean"][amp], reference["exposure"], fit["ok"])
+                 reference["mean"][amp], reference["exposure"], fit["ok"], reference["eo_mean"][amp])
             )  # fmt: skip
-        per_exposure = Table(
-            rows=rows,
-            names=("exposure", "amp", "imgtype", "mjd", "darktime_s", "flat_exposure", "t_start_s", "t_end_s",
-                   "residual_e", "residual_err_e", "residual_stdev_e", "dark_subtracted_e", "model_e",
-                   "used_in_fit"),
-        ) if rows else Table(
-            names=("exposure", "amp", "imgtype", "mjd", "darktime_s", "flat_exposure", "t_start_s", "t_end_s",
-                   "residual_e", "residual_err_e", "residual_stdev_e", "dark_subtracted_e", "model_e",
-                   "used_in_fit"),
+        names = ("exposure", "amp", "imgtype", "mjd", "darktime_s", "flat_exposure", "t_start_s", "t_end_s",
+                 "residual_e", "residual_err_e", "residual_stdev_e", "dark_subtracted_e", "model_e",
+                 "used_in_fit", "mjd_trg", "tseqnum", "time_min", "mean_signal_adu", "stdev_adu")  # fmt: skip
+        per_exposure = Table(rows=rows, names=names) if rows else Table(
+            names=names,
             dtype=(np.int64, str, str, float, float, np.int64, float, float, float, float, float, float,
-                   float, bool),
+                   float, bool, float, np.int64, float, float, float),
         )  # fmt: skip
         per_exposure["mjd"].unit = "d"
+        per_exposure["mjd_trg"].unit = "d"
+        per_exposure["time_min"].unit = "min"
+        for name in ("mean_signal_adu", "stdev_adu"):
+            per_exposure[name].unit = "adu"
         for name in ("darktime_s", "t_start_s", "t_end_s"):
             per_exposure[name].unit = "s"
         for name in ("residual_e", "residual_err_e", "residual_stdev_e", "dark_subtracted_e", "model_e"):
@@ -503,8 +533,10 @@ class EoPersistenceTask(PipelineTask):
             rows=summary_rows,
             names=("amp", "persistence_q0_e", "persistence_q0_err_e", "persistence_tau_s",
                    "persistence_tau_err_s", "offset_e", "offset_err_e", "chi2_dof", "n_exposures",
-                   "first_residual_e", "first_t_start_s", "flat_signal_e", "flat_exposure", "fit_ok"),
+                   "first_residual_e", "first_t_start_s", "flat_signal_e", "flat_exposure", "fit_ok",
+                   "flat_mean_signal_adu"),
         )  # fmt: skip
+        summary["flat_mean_signal_adu"].unit = "adu"
         for name in ("persistence_q0_e", "persistence_q0_err_e", "offset_e", "offset_err_e",
                      "first_residual_e", "flat_signal_e"):  # fmt: skip
             summary[name].unit = "electron"
@@ -517,7 +549,9 @@ class EoPersistenceTask(PipelineTask):
         per_exposure.meta.update(meta)
         apply_amp_flags(summary, flags, required=["persistence_q0_e", "persistence_tau_s"])
         final = dict(zip(summary["amp"], summary["flags"], strict=True))
-        apply_amp_flags(per_exposure, final, skip=["mjd", "darktime_s", "t_start_s", "t_end_s"])
+        apply_amp_flags(
+            per_exposure, final, skip=["mjd", "darktime_s", "t_start_s", "t_end_s", "mjd_trg", "time_min"]
+        )
         if any(final.values()):
             self.log.warning("%s: persistence not measured for flagged amplifier(s) %s", detector.name,
                              describe_flagged(final))  # fmt: skip

@@ -3,19 +3,24 @@
 Each is a small per-detector task reading ``eoPtc`` and writing one table with a row per
 amplifier; the numerics live in `lsst.eo.baseline.linearity` and `lsst.eo.baseline.covariance`.
 
-* ``eoLinearity``: cp_pipe's linearity turnoff and maximum signal (the primary definitions, on the
-  measured, non-linearised means versus photodiode charge -- or exposure time without a
-  photodiode, over the points of the PTC fit as cp_pipe does), eo_pipe's maximum fractional
-  deviation and turnoff, and the fractional residuals of every pair for plots.  cp_pipe's turnoff
-  is a sampled mean, up to one flux step below where the residual crosses 1%;
-  ``linearity_turnoff_adu`` interpolates to the crossing (deliberate refinement) and
-  ``linearity_turnoff_sampled_adu`` keeps cp_pipe's value.
-* ``eoBrighterFatter``: a00 from the PTC fit, a01/a10 from FULLCOVARIANCE fits, and eo_pipe's BF
-  correlations -- the slopes of the nearest-neighbour covariances C10 (serial) and C01
-  (parallel) versus mean signal, from the pairs used by the PTC fit.
-* ``eoRowMeansVariance``: eo_pipe's ratio of the measured variance of the row means of the pair
-  difference images to the shot-noise expectation (1 for uncorrelated noise), over pairs with
-  3000 e- < signal < 1e5 e-.
+* ``eoLinearity`` (eo_pipe ``linearity_results``), on the measured, non-linearised pair means
+  versus photodiode charge, or exposure time without one (B protocol; ``linearity_abscissa``
+  says which): eo_pipe's ``linearity_turnoff_adu`` (largest signal within 5% of the
+  proportional fit), ``max_frac_dev`` and ``max_observed_signal_adu`` (largest measured mean of
+  all pairs); cp_pipe's sampled turnoff and maximum signal (``cp_linearity_turnoff_adu``,
+  ``cp_linearity_max_signal_adu``, over the PTC fit points, 1% tolerance); ours,
+  ``linearity_turnoff_interpolated_adu``, cp_pipe's turnoff interpolated to where the residual
+  crosses 1% (the sampled value lies up to one flux step below it); residuals for plots.
+* ``eoBrighterFatter`` (eo_pipe ``bf_stats`` and the a00 / noise of ``ptc_summary``): the
+  slopes of the nearest-neighbour covariances C10 (serial) and C01 (parallel) versus the mean
+  (adu) over the PTC fit points; ``ptc_minus_a00_per_e`` = -a00 (eo_pipe's sign) beside
+  ``a00_per_e`` (cp_pipe's sign) and ``a00_source``; ``ptc_noise_e`` = the PTC fit's noise
+  (eo_pipe) beside ``ptc_noise_overscan_corrected_e`` (ours).
+* ``eoRowMeansVariance`` (eo_pipe ``row_means_variance_stats``): ``row_means_variance_slope``,
+  eo_pipe's ratio of sums of the row-means variance to the shot-noise expectation (no read-noise
+  term, all pairs, 3000 < signal < 1e5 e-), beside ours, ``row_means_variance_ratio`` (with the
+  read-noise term).  Both use the row-means variances of the pair extraction
+  (see the task's notes).
 
 Each table has the ``flags`` column of `lsst.eo.baseline.ampFlags`: the amplifier flags stored in
 ``eoPtc`` (bad in the flats or the bias) and, except for ``eoLinearity`` (which does not use the
@@ -41,8 +46,16 @@ from lsst.pipe.base import PipelineTask, PipelineTaskConfig, PipelineTaskConnect
 from lsst.pipe.base import connectionTypes as cT
 
 from .ampFlags import AmpFlag, apply_amp_flags, metadata_amp_flags
-from .camera import DetectorInfo, get_camera
-from .covariance import bf_slopes, row_means_variance_slope
+from .camera import DetectorInfo, get_camera, nominal_amps
+from .covariance import row_means_variance_slope
+from .flatPairStats import (
+    eo_a00,
+    eo_bf_stats,
+    eo_row_means_variance_slope,
+    overscan_corrected_noise,
+    ptc_noise,
+    serial_overscan_columns,
+)
 from .linearity import eo_linearity, interpolated_turnoff, linearity_turnoff
 from .ptcDataset import EoPtcDataset
 
@@ -79,6 +92,22 @@ def _ptc_flags(ptc: EoPtcDataset, fit_failures: bool = True) -> dict[str, int]:
     return flags
 
 
+def _amp_array(ptc: EoPtcDataset, name: str, amp: str, size: int, fill=np.nan, dtype=np.float64):
+    """Per-pair array ``name`` of ``amp`` (``fill`` if absent)."""
+    value = getattr(ptc, name).get(amp)
+    if value is None:
+        return np.full(size, fill, dtype=dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+def _measured_means(ptc: EoPtcDataset, amp: str) -> np.ndarray:
+    """Measured (not linearised) pair means (adu): ``measuredMeans``, else ``rawMeans``."""
+    values = ptc.measuredMeans.get(amp)
+    if values is None:
+        values = ptc.rawMeans.get(amp, [])
+    return np.asarray(values, dtype=np.float64)
+
+
 def _meta(table: Table, detector: DetectorInfo, **extra) -> Table:
     table.meta.update({"DETECTOR": detector.id, "DET_NAME": detector.name, **extra})
     return table
@@ -106,9 +135,9 @@ class EoLinearityConfig(PipelineTaskConfig, pipelineConnections=EoPtcMetricConne
         },
         default="AUTO",
     )
-    minSignal = Field[float](doc="Smallest signal (adu) of the proportional fit (cp_pipe).", default=1000.0)
-    maxFracDeviation = Field[float](doc="Linearity tolerance of the turnoff (cp_pipe 1%).", default=0.01)
-    eoFracDevSpec = Field[float](doc="eo_pipe's tolerance of its turnoff (5%).", default=0.05)
+    minSignal = Field[float](doc="Smallest signal (adu) of cp_pipe's proportional fit.", default=1000.0)
+    maxFracDeviation = Field[float](doc="Linearity tolerance of cp_pipe's turnoff (1%).", default=0.01)
+    eoFracDevSpec = Field[float](doc="eo_pipe's tolerance of its linearity_turnoff (5%).", default=0.05)
 
     def setDefaults(self):
         super().setDefaults()
@@ -116,14 +145,136 @@ class EoLinearityConfig(PipelineTaskConfig, pipelineConnections=EoPtcMetricConne
 
 
 class EoLinearityTask(_PtcMetricTask):
-    """Linearity turnoff, maximum signal and deviation of every amplifier."""
+    """Linearity turnoff, maximum signal and deviation of every amplifier (eo_pipe and cp_pipe)."""
 
     ConfigClass = EoLinearityConfig
     _DefaultName = "eoLinearity"
     config: EoLinearityConfig
 
     def run(self, ptc: EoPtcDataset, detector: DetectorInfo) -> Struct:
-        """Measure linearity from the PTC's pair means.
+        """Measure linearity from the PTC's measured pair means.
+
+        Parameters
+        ----------
+        ptc : `~lsst.eo.baseline.ptcDataset.EoPtcDataset`
+            The detector's PTCs.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            Detector.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``metric``: one row per amplifier.
+
+        Notes
+        -----
+        eo_pipe's gain is the PTC gain, the camera-model gain when it is NaN (``GAIN_SOURCE`` in
+        the row's ``eo_gain_source``).
+        """
+        cfg = self.config
+        nominal = nominal_amps(detector.name)
+        rows = []
+        abscissas = set()
+        for amp in ptc.ampNames:
+            y = _measured_means(ptc, amp)
+            charge = _amp_array(ptc, "photoCharges", amp, y.size)
+            use_pd = cfg.abscissa == "PHOTODIODE" or (
+                cfg.abscissa == "AUTO" and y.size > 0 and bool(np.isfinite(charge).all())
+            )
+            x = charge if use_pd else _amp_array(ptc, "rawExpTimes", amp, y.size)
+            label = "photodiode" if use_pd else "exptime"
+            abscissas.add(label)
+            gain = float(ptc.gain.get(amp, np.nan))
+            gain_source = "PTC"
+            if not np.isfinite(gain):
+                gain = nominal[amp].gain if amp in nominal else np.nan
+                gain_source = "CAMERA"
+            eo = eo_linearity(x, y, gain, max_frac_dev_spec=cfg.eoFracDevSpec)
+            if y.size < 5:
+                cp_values = (np.nan,) * 4
+                residuals = np.full(y.size, np.nan)
+            else:
+                # cp_pipe fits the points of the PTC fit (expIdMask): saturated points would bias k.
+                mask = _amp_array(ptc, "expIdMask", amp, y.size, fill=True, dtype=bool) & np.isfinite(y)
+                cp = linearity_turnoff(
+                    x, y, mask, min_signal=cfg.minSignal, max_frac_deviation=cfg.maxFracDeviation
+                )
+                refined = interpolated_turnoff(y, cp.residuals, cp.turnoff, cfg.maxFracDeviation)
+                cp_values = (cp.turnoff, cp.max_signal, refined, cp.slope)
+                residuals = np.asarray(cp.residuals, dtype=np.float64)
+            rows.append(
+                (
+                    amp,
+                    eo.linearity_turnoff,
+                    eo.max_frac_dev,
+                    eo.max_observed_signal,
+                    *cp_values,
+                    label,
+                    gain_source,
+                    residuals,
+                )
+            )
+        width = max((r[-1].size for r in rows), default=0)
+        residuals = np.full((len(rows), width), np.nan)
+        for i, r in enumerate(rows):
+            residuals[i, : r[-1].size] = r[-1]
+        table = Table(
+            rows=[r[:-1] for r in rows],
+            names=(
+                "amp",
+                "linearity_turnoff_adu",
+                "max_frac_dev",
+                "max_observed_signal_adu",
+                "cp_linearity_turnoff_adu",
+                "cp_linearity_max_signal_adu",
+                "linearity_turnoff_interpolated_adu",
+                "slope_adu_per_x",
+                "linearity_abscissa",
+                "eo_gain_source",
+            ),
+        )
+        table["residuals"] = residuals
+        apply_amp_flags(table, _ptc_flags(ptc, fit_failures=False))
+        for name in (
+            "linearity_turnoff_adu",
+            "max_observed_signal_adu",
+            "cp_linearity_turnoff_adu",
+            "cp_linearity_max_signal_adu",
+            "linearity_turnoff_interpolated_adu",
+        ):
+            table[name].unit = "adu"
+        _meta(table, detector, ABSCISSA=",".join(sorted(abscissas)))
+        return Struct(metric=table)
+
+
+class EoBrighterFatterConfig(PipelineTaskConfig, pipelineConnections=EoPtcMetricConnections):
+    """Configuration of `EoBrighterFatterTask`."""
+
+    serialOverscanLeadingSkip = Field[int](
+        doc="Serial-overscan columns the pair extraction's ISR skips next to the data "
+        "(EoIsrTask serialLeadingToSkip), for ptc_noise_overscan_corrected_e.",
+        default=3,
+    )
+    serialOverscanTrailingSkip = Field[int](
+        doc="Serial-overscan columns the pair extraction's ISR skips at the far end "
+        "(EoIsrTask serialTrailingToSkip), for ptc_noise_overscan_corrected_e.",
+        default=3,
+    )
+
+    def setDefaults(self):
+        super().setDefaults()
+        self.connections.metric = "eoBrighterFatter"
+
+
+class EoBrighterFatterTask(_PtcMetricTask):
+    """Brighter-fatter slopes, a00 and PTC noise of every amplifier (eo_pipe and ours)."""
+
+    ConfigClass = EoBrighterFatterConfig
+    _DefaultName = "eoBrighterFatter"
+    config: EoBrighterFatterConfig
+
+    def run(self, ptc: EoPtcDataset, detector: DetectorInfo) -> Struct:
+        """Tabulate brighter-fatter quantities, a00 and noise.
 
         Parameters
         ----------
@@ -138,143 +289,81 @@ class EoLinearityTask(_PtcMetricTask):
             ``metric``: one row per amplifier.
         """
         cfg = self.config
+        layouts = {a.name: a for a in detector.ccd_type.amps}
         rows = []
-        abscissas = set()
         for amp in ptc.ampNames:
-            y = np.asarray(ptc.measuredMeans.get(amp, ptc.rawMeans.get(amp, [])), dtype=np.float64)
-            charge = np.asarray(ptc.photoCharges.get(amp, np.full(y.size, np.nan)), dtype=np.float64)
-            use_pd = cfg.abscissa == "PHOTODIODE" or (
-                cfg.abscissa == "AUTO" and y.size and np.isfinite(charge).all()
-            )
-            x = charge if use_pd else np.asarray(ptc.rawExpTimes.get(amp, []), dtype=np.float64)
-            abscissas.add("photodiode" if use_pd else "exptime")
             gain = float(ptc.gain.get(amp, np.nan))
-            if y.size < 5:
-                rows.append(
-                    (amp, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.full(y.size, np.nan))
-                )
-                continue
-            # cp_pipe fits the points of the PTC fit (expIdMask): saturated points would bias k.
-            mask = np.asarray(ptc.expIdMask.get(amp, np.isfinite(y)), dtype=bool) & np.isfinite(y)
-            cp = linearity_turnoff(
-                x, y, mask, min_signal=cfg.minSignal, max_frac_deviation=cfg.maxFracDeviation
+            a_matrix = ptc.aMatrix.get(amp)
+            a = np.asarray(a_matrix if a_matrix is not None else np.zeros((0, 0)), dtype=np.float64)
+            minus_a00, source = eo_a00(ptc.ptcFitType, a_matrix, ptc.ptcFitPars.get(amp))
+            has_matrix = a.ndim == 2 and min(a.shape) > 1 and np.isfinite(a[0, 0])
+            a10, a01 = (a[1, 0], a[0, 1]) if has_matrix else (np.nan, np.nan)
+            means = np.asarray(ptc.rawMeans.get(amp, []), dtype=np.float64)
+            cov = np.asarray(ptc.covariances.get(amp, np.zeros((0, 2, 2))), dtype=np.float64)
+            mask = _amp_array(ptc, "expIdMask", amp, means.size, fill=False, dtype=bool)
+            s = eo_bf_stats(means, cov, mask)
+            noise = ptc_noise(float(ptc.noise.get(amp, np.nan)), ptc.noiseMatrix.get(amp))
+            n_cols = serial_overscan_columns(
+                layouts[amp], cfg.serialOverscanLeadingSkip, cfg.serialOverscanTrailingSkip
             )
-            eo = eo_linearity(x, y, gain if np.isfinite(gain) else 1.0)
-            refined = interpolated_turnoff(y, cp.residuals, cp.turnoff, cfg.maxFracDeviation)
+            noise_list = _amp_array(ptc, "noiseList", amp, means.size)[mask]
+            overscan_noise = float(np.nanmedian(noise_list)) if np.isfinite(noise_list).any() else np.nan
+            corrected = overscan_corrected_noise(noise, overscan_noise, gain, n_cols)
             rows.append(
                 (
                     amp,
-                    refined,
-                    cp.turnoff,
-                    cp.max_signal,
-                    cp.slope,
-                    eo.max_frac_dev,
-                    eo.linearity_turnoff,
-                    eo.max_observed_signal,
-                    np.asarray(cp.residuals, dtype=np.float64),
+                    s.slope_x,
+                    s.slope_x_err,
+                    s.slope_y,
+                    s.slope_y_err,
+                    s.xcorr,
+                    s.ycorr,
+                    s.mean,
+                    s.n_points,
+                    minus_a00,
+                    -minus_a00,
+                    a10,
+                    a01,
+                    source,
+                    noise,
+                    corrected,
+                    n_cols,
+                    gain,
                 )
             )
-        width = max((r[-1].size for r in rows), default=0)
-        residuals = np.full((len(rows), width), np.nan)
-        for i, r in enumerate(rows):
-            residuals[i, : r[-1].size] = r[-1]
-        table = Table(
-            rows=[r[:-1] for r in rows],
-            names=(
-                "amp",
-                "linearity_turnoff_adu",
-                "linearity_turnoff_sampled_adu",
-                "max_signal_adu",
-                "slope_adu_per_x",
-                "max_frac_dev",
-                "eo_linearity_turnoff_adu",
-                "max_observed_signal_adu",
-            ),
-        )
-        table["residuals"] = residuals
-        apply_amp_flags(table, _ptc_flags(ptc, fit_failures=False))
-        for name in (
-            "linearity_turnoff_adu",
-            "linearity_turnoff_sampled_adu",
-            "max_signal_adu",
-            "eo_linearity_turnoff_adu",
-            "max_observed_signal_adu",
-        ):
-            table[name].unit = "adu"
-        _meta(table, detector, ABSCISSA=",".join(sorted(abscissas)))
-        return Struct(metric=table)
-
-
-class EoBrighterFatterConfig(PipelineTaskConfig, pipelineConnections=EoPtcMetricConnections):
-    """Configuration of `EoBrighterFatterTask`."""
-
-    def setDefaults(self):
-        super().setDefaults()
-        self.connections.metric = "eoBrighterFatter"
-
-
-class EoBrighterFatterTask(_PtcMetricTask):
-    """Brighter-fatter a00 and nearest-neighbour correlation slopes of every amplifier."""
-
-    ConfigClass = EoBrighterFatterConfig
-    _DefaultName = "eoBrighterFatter"
-    config: EoBrighterFatterConfig
-
-    def run(self, ptc: EoPtcDataset, detector: DetectorInfo) -> Struct:
-        """Tabulate brighter-fatter quantities.
-
-        Parameters
-        ----------
-        ptc : `~lsst.eo.baseline.ptcDataset.EoPtcDataset`
-            The detector's PTCs.
-        detector : `~lsst.eo.baseline.camera.DetectorInfo`
-            Detector.
-
-        Returns
-        -------
-        result : `lsst.pipe.base.Struct`
-            ``metric``: one row per amplifier.
-        """
-        rows = []
-        for amp in ptc.ampNames:
-            gain = float(ptc.gain.get(amp, np.nan))
-            a_matrix = np.asarray(ptc.aMatrix.get(amp, np.full((0, 0), np.nan)))
-            pars = np.asarray(ptc.ptcFitPars.get(amp, np.full(3, np.nan)))
-            if a_matrix.size and np.isfinite(a_matrix).any():
-                a00, a10, a01 = a_matrix[0, 0], a_matrix[1, 0], a_matrix[0, 1]
-            else:
-                a00, a10, a01 = (pars[0] if pars.size else np.nan), np.nan, np.nan
-            means = np.asarray(ptc.rawMeans.get(amp, []), dtype=np.float64)
-            cov = np.asarray(ptc.covariances.get(amp, np.zeros((0, 2, 2))), dtype=np.float64)
-            mask = np.asarray(ptc.expIdMask.get(amp, np.zeros(means.size, bool)), dtype=bool)
-            if means.size >= 3 and cov.ndim == 3 and cov.shape[1] > 1:
-                s = bf_slopes(means, cov, mask)
-                values = (s.slope_x, s.slope_x_err, s.slope_y, s.slope_y_err, s.xcorr, s.ycorr, s.mean)
-            else:
-                values = (np.nan,) * 7
-            rows.append((amp, a00, a10, a01, *values, gain))
         table = Table(
             rows=rows,
             names=(
                 "amp",
-                "a00_per_e",
-                "a10_per_e",
-                "a01_per_e",
-                "bf_slope_x",
-                "bf_slope_x_err",
-                "bf_slope_y",
-                "bf_slope_y_err",
+                "bf_slope_x_adu",
+                "bf_slope_x_err_adu",
+                "bf_slope_y_adu",
+                "bf_slope_y_err_adu",
                 "bf_xcorr_adu2",
                 "bf_ycorr_adu2",
                 "bf_mean_adu",
+                "bf_n_pairs",
+                "ptc_minus_a00_per_e",
+                "a00_per_e",
+                "a10_per_e",
+                "a01_per_e",
+                "a00_source",
+                "ptc_noise_e",
+                "ptc_noise_overscan_corrected_e",
+                "overscan_columns",
                 "gain_e_per_adu",
             ),
         )
-        for name in ("a00_per_e", "a10_per_e", "a01_per_e"):
+        for name in ("ptc_minus_a00_per_e", "a00_per_e", "a10_per_e", "a01_per_e"):
             table[name].unit = "1/electron"
+        for name in ("bf_slope_x_adu", "bf_slope_x_err_adu", "bf_slope_y_adu", "bf_slope_y_err_adu"):
+            table[name].unit = "adu"
         for name in ("bf_xcorr_adu2", "bf_ycorr_adu2"):
             table[name].unit = "adu2"
         table["bf_mean_adu"].unit = "adu"
+        for name in ("ptc_noise_e", "ptc_noise_overscan_corrected_e"):
+            table[name].unit = "electron"
+        table["gain_e_per_adu"].unit = "electron/adu"
         apply_amp_flags(table, _ptc_flags(ptc), skip=["gain_e_per_adu"])
         return Struct(metric=_meta(table, detector, PTC_FIT_TYPE=ptc.ptcFitType))
 
@@ -298,7 +387,7 @@ class EoRowMeansVarianceTask(_PtcMetricTask):
     config: EoRowMeansVarianceConfig
 
     def run(self, ptc: EoPtcDataset, detector: DetectorInfo) -> Struct:
-        """Compute the row-means variance slope.
+        """Compute eo_pipe's row-means variance slope and ours.
 
         Parameters
         ----------
@@ -311,20 +400,37 @@ class EoRowMeansVarianceTask(_PtcMetricTask):
         -------
         result : `lsst.pipe.base.Struct`
             ``metric``: one row per amplifier.
+
+        Notes
+        -----
+        ``row_means_variance_slope`` applies eo_pipe's formula (`eo_row_means_variance_slope`:
+        all pairs, signal = PTC gain x measured mean, no read-noise term) to the row-means
+        variances that the pair extraction stores in ``eoPtc`` (``rowMeanVariance``: rows of
+        cp_pipe's D = (mu2 I1 - mu1 I2)/mu inside the 20-pixel border, 5.5-sigma clip, with
+        ``rowMeanNCols`` pixels per row).  eo_pipe's own per-pair estimator, on f1 - f2 of the
+        whole amplifier with a 10-sigma clip, is
+        `lsst.eo.baseline.flatPairStats.eo_row_means_pair`; the extraction does not call it yet,
+        so the pixel-level input differs (``ROW_MEANS_INPUT`` in the metadata).
+        ``row_means_variance_ratio`` is ours: the same pairs with the read noise (PTC noise)
+        added to the expectation, ``2 (S + rn^2) / N_cols``.
         """
         rows = []
         for amp in ptc.ampNames:
             gain = float(ptc.gain.get(amp, np.nan))
-            means = np.asarray(ptc.measuredMeans.get(amp, ptc.rawMeans.get(amp, [])), dtype=np.float64)
-            rmv = np.asarray(ptc.rowMeanVariance.get(amp, []), dtype=np.float64)
-            ncols = np.asarray(ptc.rowMeanNCols.get(amp, np.full(means.size, np.nan)), dtype=np.float64)
+            means = _measured_means(ptc, amp)
+            rmv = _amp_array(ptc, "rowMeanVariance", amp, means.size)
+            ncols = _amp_array(ptc, "rowMeanNCols", amp, means.size)
             noise = float(ptc.noise.get(amp, 0.0))
             if not np.isfinite(gain) or means.size == 0:
-                rows.append((amp, np.nan, 0))
+                rows.append((amp, np.nan, np.nan, 0))
                 continue
             signal_e = means * gain
-            inside = (signal_e > self.config.minSignal) & (signal_e < self.config.maxSignal)
-            slope = row_means_variance_slope(
+            with np.errstate(invalid="ignore"):
+                inside = (signal_e > self.config.minSignal) & (signal_e < self.config.maxSignal)
+            eo_slope = eo_row_means_variance_slope(
+                signal_e, rmv * gain**2, ncols, self.config.minSignal, self.config.maxSignal
+            )
+            ours = row_means_variance_slope(
                 signal_e,
                 rmv * gain**2,
                 ncols,
@@ -332,7 +438,16 @@ class EoRowMeansVarianceTask(_PtcMetricTask):
                 self.config.maxSignal,
                 read_noise_e=noise if np.isfinite(noise) else 0.0,
             )
-            rows.append((amp, slope, int(inside.sum())))
-        table = Table(rows=rows, names=("amp", "row_means_variance_ratio", "n_pairs"))
+            rows.append((amp, eo_slope, ours, int(inside.sum())))
+        table = Table(
+            rows=rows,
+            names=("amp", "row_means_variance_slope", "row_means_variance_ratio", "n_pairs"),
+        )
         apply_amp_flags(table, _ptc_flags(ptc))
-        return Struct(metric=_meta(table, detector))
+        return Struct(
+            metric=_meta(
+                table,
+                detector,
+                ROW_MEANS_INPUT="eoPtc rowMeanVariance (cp_pipe D, 5.5 sigma, 20-pixel border)",
+            )
+        )
