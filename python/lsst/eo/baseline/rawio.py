@@ -511,9 +511,9 @@ def write_raw(
                 if checksum:
                     fits[-1].write_checksum()
             for extname, cards in housekeeping:
-                fits.create_table_hdu(
-                    names=[], formats=[], extname=extname or None, header=_cards(cards, comments)
-                )
+                # create_table_hdu writes only the structural cards: the keywords go in after.
+                fits.create_table_hdu(names=[], formats=[], extname=extname or None)
+                fits[-1].write_keys(_cards(cards, comments))
                 if checksum:
                     fits[-1].write_checksum()
         os.replace(tmp, path)
