@@ -17,6 +17,7 @@ __all__ = [
     "RawFileError",
     "RawFileSummary",
     "check_raw_file",
+    "housekeeping_temperatures",
     "locate_hdus",
     "read_housekeeping",
     "detector_from_header",
@@ -371,6 +372,44 @@ def read_housekeeping(path: str, detector: DetectorInfo | None = None) -> dict[s
         if detector is None:
             detector = detector_from_header(_header_to_dict(fits[0].read_header()), path)
         return _read_housekeeping(fits, locate_hdus(fits, detector, path), path)
+
+
+def _finite_float(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return out if np.isfinite(out) else float("nan")
+
+
+def housekeeping_temperatures(housekeeping: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """CCD and REB temperatures (C) from the housekeeping keywords of a raw file.
+
+    ``ccd_temp_c`` is ``CCDTEMP`` (the CCD temperature sensor read by the REB) and ``reb_temp_c``
+    the mean of the REB board temperatures ``TEMP1``, ``TEMP2``... (6 on the 2019 REBs, 10 on the
+    current ones), both from ``REB_COND`` or, for files whose housekeeping HDUs have no EXTNAME,
+    from the first housekeeping HDU that has them.
+
+    Parameters
+    ----------
+    housekeeping : mapping
+        As returned by `read_housekeeping` (or ``RawCcd.housekeeping``).
+
+    Returns
+    -------
+    temperatures : `dict` [`str`, `float`]
+        ``ccd_temp_c`` and ``reb_temp_c``; NaN when the file does not record them.
+    """
+    hdus = sorted(housekeeping.items(), key=lambda item: item[0] != "REB_COND")
+    ccd = next((_finite_float(c["CCDTEMP"]) for _, c in hdus if "CCDTEMP" in c), float("nan"))
+    reb = float("nan")
+    for _, cards in hdus:
+        boards = [_finite_float(v) for k, v in cards.items() if re.fullmatch(r"TEMP\d+", k)]
+        boards = [v for v in boards if np.isfinite(v)]
+        if boards:
+            reb = float(np.mean(boards))
+            break
+    return {"ccd_temp_c": ccd, "reb_temp_c": reb}
 
 
 def read_raw(
