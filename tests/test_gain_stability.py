@@ -189,3 +189,27 @@ def test_injected_gain_drift_recovered(sim):
     drifts = 1e3 * np.array([sim.amp(det_name, a).gain_drift for a in det.amp_names])
     np.testing.assert_allclose(summary["gain_drift_ppt"], drifts - np.median(drifts), atol=0.04)
     assert summary.meta["FLUX_NORMALIZATION"] == "DETECTOR_MEDIAN"
+
+
+def test_gain_stability_figure_has_temperature_panel():
+    from astropy.table import Table
+
+    from lsst.eo.baseline.plotting import gain_stability_figure
+
+    # 2 amplifiers x 3 exposures: one line per amplifier in each panel.
+    table = Table(
+        {
+            "mjd": np.repeat([60000.0, 60000.01, 60000.02], 2),
+            "amp": np.tile(["C10", "C11"], 3),
+            "signal_norm": [1.0, 1.0, 1.001, 0.999, 1.002, 0.998],
+            "ccd_temp_c": np.repeat([-100.1, -100.0, -99.9], 2),
+        }
+    )
+    fig = gain_stability_figure(table, "R22_S11")
+    time_ax, temp_ax = fig.axes
+    assert len(time_ax.lines) == 2 and len(temp_ax.lines) == 2
+    np.testing.assert_allclose(sorted(temp_ax.lines[0].get_xdata()), [-100.1, -100.0, -99.9])
+    # Without temperatures, the panel says so instead of drawing nothing silently.
+    table["ccd_temp_c"] = np.nan
+    temp_ax = gain_stability_figure(table, "R22_S11").axes[1]
+    assert not temp_ax.lines and "no CCD temperature" in temp_ax.texts[0].get_text()
