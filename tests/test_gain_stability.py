@@ -9,6 +9,7 @@ in test_persistence.py.
 
 import os
 
+import fitsio
 import numpy as np
 import pytest
 
@@ -20,7 +21,9 @@ from lsst.eo.baseline.gainStability import (
     flux_normalization,
     normalize_series,
     stability_summary,
+    temperature_slope,
 )
+from lsst.eo.baseline.rawio import housekeeping_temperatures
 from lsst.eo.baseline.simulator import load_truth, simulate
 
 PLAN = os.path.join(os.path.dirname(__file__), "data", "plans", "gain_stability.yaml")
@@ -70,6 +73,30 @@ def test_flux_normalization_and_series():
     norm = np.array([1.0, 1.03, 0.99])
     np.testing.assert_allclose(normalize_series(signal, norm), 1.0)
     np.testing.assert_allclose(normalize_series(signal), signal / 100.0)
+
+
+def test_temperature_slope_by_hand():
+    # T = -100.1, -100.0, -99.9 C and s = 0.999, 1.000, 1.001: the line s = 1 + 0.01 (T - Tmean)
+    # passes through every point, so b = 0.01 per C, s(Tmean) = 1: 10 ppt per C.
+    t = np.array([-100.1, -100.0, -99.9])
+    assert temperature_slope(t, np.array([0.999, 1.0, 1.001])) == pytest.approx(10.0, rel=1e-9)
+    # Flat signal: zero slope; NaN points are ignored.
+    assert temperature_slope(np.append(t, np.nan), np.array([1.0, 1.0, 1.0, 2.0])) == pytest.approx(
+        0.0, abs=1e-9
+    )
+    # Too few points or too small a temperature range (0.02 C < 0.05 C): NaN.
+    assert np.isnan(temperature_slope(t[:2], np.array([1.0, 1.0])))
+    assert np.isnan(temperature_slope(np.array([-100.0, -99.99, -99.98]), np.ones(3)))
+
+
+def test_housekeeping_temperatures_by_hand():
+    # CCDTEMP as written; reb_temp_c the mean of TEMP1..TEMPn: (1 + 3) / 2 = 2.
+    hk = {"CONFIG_COND": {"FPDAQCS": "1"}, "REB_COND": {"CCDTEMP": -99.5, "TEMP1": 1.0, "TEMP2": 3.0}}
+    assert housekeeping_temperatures(hk) == {"ccd_temp_c": -99.5, "reb_temp_c": 2.0}
+    # 2019 files: no EXTNAME, no CCDTEMP; (-4 - 3) / 2 = -3.5.
+    old = housekeeping_temperatures({"HDU17": {"TEMP1": -4.0, "TEMP2": -3.0, "GD": 0}, "HDU18": {}})
+    assert np.isnan(old["ccd_temp_c"]) and old["reb_temp_c"] == -3.5
+    assert all(np.isnan(v) for v in housekeeping_temperatures({}).values())
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +169,16 @@ def test_injected_gain_drift_recovered(sim):
                 measured["signal_norm"], expected, atol=3e-5, err_msg=f"{det_name} {amp}"
             )
             assert np.all(np.diff(measured["mjd"]) > 0)
+        # Temperatures: those of each file's REB_COND HDU (read here independently with fitsio).
+        # (handles are in exposure order, like the sorted table)
+        in_files = [(0, fitsio.read_header(h.path, "REB_COND")) for h in _handles(sim, det_name)]
+        c10 = per_exposure[per_exposure["amp"] == "C10"]
+        c10.sort("exposure")
+        np.testing.assert_array_equal(c10["ccd_temp_c"], [h["CCDTEMP"] for _, h in in_files])
+        reb = [np.mean([h[f"TEMP{k}"] for k in range(1, 11)]) for _, h in in_files]
+        np.testing.assert_allclose(c10["reb_temp_c"], reb, rtol=1e-12)
+        assert str(per_exposure["ccd_temp_c"].unit) == "deg_C"
+        assert "signal_temp_slope_ppt_per_c" in summary.colnames
 
     # Without a photodiode, dividing by the detector median removes the common-mode drift only: for
     # linear drifts the per-exposure median over amplifiers drifts by the median of the gain
@@ -152,3 +189,27 @@ def test_injected_gain_drift_recovered(sim):
     drifts = 1e3 * np.array([sim.amp(det_name, a).gain_drift for a in det.amp_names])
     np.testing.assert_allclose(summary["gain_drift_ppt"], drifts - np.median(drifts), atol=0.04)
     assert summary.meta["FLUX_NORMALIZATION"] == "DETECTOR_MEDIAN"
+
+
+def test_gain_stability_figure_has_temperature_panel():
+    from astropy.table import Table
+
+    from lsst.eo.baseline.plotting import gain_stability_figure
+
+    # 2 amplifiers x 3 exposures: one line per amplifier in each panel.
+    table = Table(
+        {
+            "mjd": np.repeat([60000.0, 60000.01, 60000.02], 2),
+            "amp": np.tile(["C10", "C11"], 3),
+            "signal_norm": [1.0, 1.0, 1.001, 0.999, 1.002, 0.998],
+            "ccd_temp_c": np.repeat([-100.1, -100.0, -99.9], 2),
+        }
+    )
+    fig = gain_stability_figure(table, "R22_S11")
+    time_ax, temp_ax = fig.axes
+    assert len(time_ax.lines) == 2 and len(temp_ax.lines) == 2
+    np.testing.assert_allclose(sorted(temp_ax.lines[0].get_xdata()), [-100.1, -100.0, -99.9])
+    # Without temperatures, the panel says so instead of drawing nothing silently.
+    table["ccd_temp_c"] = np.nan
+    temp_ax = gain_stability_figure(table, "R22_S11").axes[1]
+    assert not temp_ax.lines and "no CCD temperature" in temp_ax.texts[0].get_text()

@@ -62,7 +62,7 @@ def _bad_files(directory, good_file):
         f.write(None, header=[{"name": k, "value": v} for k, v in raw.header.items()])
         for amp in list(raw.amps.values())[:8]:
             f.write(amp.array, extname=amp.layout.extname, compress="RICE")
-    bad[p] = "8 extension HDUs, expected 16"
+    bad[p] = "has 8 of the 16 amplifier segments"
     return bad
 
 

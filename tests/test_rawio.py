@@ -110,7 +110,7 @@ def test_check_not_fits(tmp_path):
 
 def test_check_missing_hdu(e2v_raw, tmp_path):
     path = _copy_with(e2v_raw, str(tmp_path / "15.fits"), lambda s, h: (s[:-1], h))
-    with pytest.raises(RawFileError, match="15 extension HDUs, expected 16"):
+    with pytest.raises(RawFileError, match="has 15 of the 16 amplifier segments .*; missing: Segment00"):
         check_raw_file(path)
 
 
@@ -131,8 +131,10 @@ def test_check_wrong_extname(e2v_raw, tmp_path):
         return segs, h
 
     path = _copy_with(e2v_raw, str(tmp_path / "name.fits"), rename)
-    with pytest.raises(RawFileError, match="EXTNAME is 'Segment99', expected 'Segment10'"):
+    # Segment99 is no segment name: an image HDU with pixels that is not a segment is refused.
+    with pytest.raises(RawFileError, match="image HDU 'Segment99' holds .* not an amplifier segment") as err:
         check_raw_file(path)
+    assert err.value.hdu == 1
 
 
 def test_check_unknown_detector(e2v_raw, tmp_path):

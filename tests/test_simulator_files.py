@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 
@@ -22,6 +23,8 @@ from lsst.eo.baseline.simulator import (
     simulate,
 )
 from lsst.eo.baseline.simulator.cli import simulate_cmd
+from lsst.eo.baseline.simulator.housekeeping import housekeeping_temperatures
+from lsst.eo.baseline.simulator.plans import mjd
 from lsst.eo.baseline.simulator.truth import A_MATRIX_SIZE, amp_table_row
 from lsst.eo.baseline.translate import translate_header
 
@@ -68,14 +71,24 @@ def test_raw_format(run_dir):
         summary = check_raw_file(path)
         det = summary.detector
         with fitsio.FITS(path) as f:
-            assert len(f) == 17
+            # 16 segments, then the camera's two header-only housekeeping tables.
+            assert len(f) == 19
             assert [f[i].get_extname() for i in range(1, 17)] == [a.extname for a in det.ccd_type.amps]
+            assert [f[i].get_extname() for i in (17, 18)] == ["REB_COND", "CONFIG_COND"]
             for i in range(1, 17):
                 hdr = f[i].read_header()
                 assert hdr["ZCMPTYPE"] == "RICE_1"
                 assert (hdr["ZTILE1"], hdr["ZTILE2"]) == (576, 1)
                 assert hdr["ZBITPIX"] == 32
                 assert (hdr["ZNAXIS1"], hdr["ZNAXIS2"]) == (576, 2048)
+            for i in range(1, 19):
+                assert f[i].verify_checksum() is None  # raises if CHECKSUM/DATASUM are wrong
+                assert "CHECKSUM" in f[i].read_header()
+            for i in (17, 18):
+                hdr = f[i].read_header()
+                assert f[i].get_exttype() == "BINARY_TBL"
+                assert (hdr["NAXIS1"], hdr["NAXIS2"], hdr["TFIELDS"]) == (0, 0, 0)
+        assert summary.layout.housekeeping == [(17, "REB_COND"), (18, "CONFIG_COND")]
         raw = read_raw(path)
         for amp in raw.amps.values():
             assert amp.array.dtype == np.int32 and amp.array.shape == (2048, 576)
@@ -134,6 +147,70 @@ def test_segment_headers_match_real_e2v(run_dir):
     for key in ("EXTNAME", "CHANNEL", "CCDSUM", "DATASEC", "DETSEC", "DETSIZE", "DTV1", "DTV2", "DTM1_1",
                 "DTM2_2", "DTM1_2", "DTM2_1"):  # fmt: skip
         assert seg[key] == real_seg[key], key
+
+
+def _real_housekeeping() -> dict[str, list[tuple[str, str]]]:
+    """(keyword, comment) of the housekeeping HDUs of a real LSSTCam raw (obs_lsst test data)."""
+    from astropy.io import fits
+
+    path = os.path.join(HEADER_DIR, "30211212000310-R22-S22-det098.hdr.txt.gz")
+    out = {}
+    for block in gzip.open(path, "rt").read().split("END" + " " * 77 + "\n"):
+        header = fits.Header.fromstring(block, sep="\n")
+        if header.get("EXTNAME") in ("REB_COND", "CONFIG_COND"):
+            skip = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS",
+                    "CHECKSUM", "DATASUM", "EXTNAME"}  # fmt: skip
+            out[header["EXTNAME"]] = [(c.keyword, c.comment) for c in header.cards if c.keyword not in skip]
+    return out
+
+
+def test_housekeeping_has_real_keywords(run_dir):
+    _, paths = run_dir
+    real = _real_housekeeping()
+    assert set(real) == {"REB_COND", "CONFIG_COND"}
+    for path in paths:
+        with fitsio.FITS(path) as f:
+            for extname, cards in real.items():
+                got = [(r["name"], r["comment"]) for r in f[extname].read_header().records()]
+                got = [g for g in got if g[0] not in ("CHECKSUM", "DATASUM")][-len(cards) :]
+                # Same keywords in the same order, each with the camera's comment.
+                assert [g[0] for g in got] == [c[0] for c in cards], extname
+                assert [g[1].strip() for g in got] == [c[1].strip() for c in cards], extname
+
+
+def test_housekeeping_temperatures_drift_smoothly(run_dir):
+    """CCD temperature near the -100 C set point, drifting smoothly and deterministically.
+
+    Bounds: the drift is 0.1 C x sin(2 pi t / 10 h) on a constant offset of at most 0.2 C, so
+    |CCDTEMP + 100| <= 0.3 C, and its steepest slope is 0.1 x 2 pi / 600 min = 1.05e-3 C/min
+    (plus 1e-4 C of rounding per step).  Over the whole short plan (hours), the temperature must
+    move by more than the rounding.  REB board temperatures move with the same phase.
+    """
+    out, paths = run_dir
+    for path in paths:
+        raw = read_raw(path, amps=[])
+        det = raw.detector
+        expected = housekeeping_temperatures(raw.header["MJD-BEG"], det.name, det.raft, "13600", 7)
+        for key, value in expected.items():
+            assert raw.housekeeping["REB_COND"][key] == pytest.approx(value, abs=1e-9), key
+    plan = load_plan("b_protocol_short")
+    t = np.array([mjd(e.date(0.0)) for e in plan.exposures])
+    for det, raft in (("R22_S11", "R22"), ("R01_S01", "R01")):
+        temps = [housekeeping_temperatures(x, det, raft, "13600", 7) for x in t]
+        ccd = np.array([x["CCDTEMP"] for x in temps])
+        reb = np.array([x["TEMP1"] for x in temps])
+        assert np.all(np.abs(ccd + 100.0) <= 0.3 + 1e-9)
+        assert np.ptp(ccd) > 1e-3, "temperatures do not change over the run"
+        minutes = np.diff(t) * 1440.0
+        steps = np.abs(np.diff(ccd))
+        assert np.all(steps <= 1.05e-3 * minutes + 2e-4), steps.max()
+        big = steps > 1e-3  # steps well above the rounding: same direction for CCD and REB
+        assert np.all(np.sign(np.diff(ccd))[big] == np.sign(np.diff(reb))[big])
+        np.testing.assert_allclose(ccd - np.array([x["RTDTEMP"] for x in temps]), 5.8, atol=2e-4)
+    # Deterministic per seed, different for another seed.
+    again = housekeeping_temperatures(t[5], "R22_S11", "R22", "13600", 7)
+    assert again == housekeeping_temperatures(t[5], "R22_S11", "R22", "13600", 7)
+    assert again != housekeeping_temperatures(t[5], "R22_S11", "R22", "13600", 8)
 
 
 def _parse_sec(sec: str) -> tuple[int, int, int, int]:
@@ -205,6 +282,7 @@ def test_determinism_across_jobs_and_selection(run_dir, tmp_path):
         ref = os.path.join(out, os.path.relpath(p, out2))
         a, b = read_raw(ref), read_raw(p)
         assert a.header == b.header
+        assert a.housekeeping == b.housekeeping
         for name in a.amps:
             np.testing.assert_array_equal(a.amps[name].array, b.amps[name].array)
 

@@ -12,14 +12,16 @@ from lsst.resources import ResourcePath
 
 from .camera import get_camera
 from .rawdata import RawCcd
-from .rawio import read_raw, write_raw_ccd
+from .rawio import read_housekeeping, read_raw, write_raw_ccd
 
 
 class RawCcdFormatter(FormatterV2):
     """Read LSSTCam raw files as `~lsst.eo.baseline.rawdata.RawCcd`.
 
     Supports the storage-class parameter ``amps`` (list of amplifier names: only those HDUs are
-    decompressed) and the derived component ``header`` (primary header only: no pixel is read).
+    decompressed) and the derived components ``header`` (primary header only) and ``housekeeping``
+    (keywords of the housekeeping HDUs, ``REB_COND``, ``CONFIG_COND``... by EXTNAME, see
+    `~lsst.eo.baseline.rawio.read_housekeeping`); for these no pixel is read.
     """
 
     default_extension = ".fits"
@@ -38,6 +40,8 @@ class RawCcdFormatter(FormatterV2):
         # Docstring inherited.
         if component == "header":
             return read_raw(path, header_only=True)
+        if component == "housekeeping":
+            return read_housekeeping(path, detector=self._detector())
         params = self.file_descriptor.parameters or {}
         amps = params.get("amps")
         if isinstance(amps, str):

@@ -43,6 +43,13 @@ default (eo_pipe subtracts both: see above why it makes no difference); the flux
 uses the CCOBFLUX header (eo_pipe: a photodiode dataset, disabled in its B-protocol
 configuration); and scalar drift/scatter metrics are stored (eo_pipe only plots the time series).
 
+Temperatures: each exposure's CCD temperature ``ccd_temp_c`` (``CCDTEMP``) and mean REB board
+temperature ``reb_temp_c`` (``TEMP1``...) come from the raw file's ``REB_COND`` housekeeping HDU,
+read in the same open of the file as the pixels (`lsst.eo.baseline.rawio.housekeeping_temperatures`;
+NaN for files without them); ``signal_temp_slope_ppt_per_c`` is the least-squares slope of
+``signal_norm`` against ``ccd_temp_c`` (`temperature_slope`; NaN below 0.05 C of range).  These are
+extra columns of ours (eo_pipe records no temperature); no metric is corrected for temperature.
+
 Bad amplifiers (`lsst.eo.baseline.ampFlags`): an amplifier all zero, saturated or dead in any of
 the stability flats, or flagged in the metadata (``AMP_FLAGS``) of the bias or dark used, is not
 measured: its rows of both tables have NaN values and a non-zero ``flags`` column, and a warning
@@ -61,6 +68,7 @@ __all__ = [
     "flux_normalization",
     "normalize_series",
     "stability_summary",
+    "temperature_slope",
 ]
 
 from collections.abc import Mapping, Sequence
@@ -80,6 +88,7 @@ from .biasStability import exposure_mjd
 from .calibCombine import amp_views
 from .camera import DetectorInfo, get_camera
 from .isrTask import EoIsrTask
+from .rawio import housekeeping_temperatures
 
 _FLUX_MODES = {
     "CCOBFLUX": "divide by CCOBFLUX x EXPTIME (monitoring photodiode)",
@@ -193,6 +202,38 @@ def stability_summary(mjd: np.ndarray, values: np.ndarray) -> dict[str, float]:
         scatter_ppt=float(1e3 * np.sqrt(np.sum(resid**2) / (y.size - 2))),
     )
     return out
+
+
+def temperature_slope(temperature: np.ndarray, values: np.ndarray, min_range_c: float = 0.05) -> float:
+    r"""Slope of a normalised signal against temperature, in parts per thousand per degree C.
+
+    A straight line :math:`s = a + b\,T` is fitted (least squares) to the finite points;
+    the result is :math:`10^3\,b / \hat s(\bar T)`.  It describes the data, it is no gain
+    temperature coefficient: the CCD temperature is controlled, so over a sequence it changes by
+    a few 0.1 C at most, together with everything else that drifts in time.
+
+    Parameters
+    ----------
+    temperature : `numpy.ndarray`
+        Temperature of each exposure (C).
+    values : `numpy.ndarray`
+        Normalised signal of each exposure.
+    min_range_c : `float`, optional
+        Smallest temperature range (C) over which a slope is fitted.
+
+    Returns
+    -------
+    slope : `float`
+        NaN for fewer than 3 finite points or a range below ``min_range_c``.
+    """
+    t = np.asarray(temperature, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    good = np.isfinite(t) & np.isfinite(y)
+    t, y = t[good], y[good]
+    if t.size < 3 or np.ptp(t) < min_range_c:
+        return np.nan
+    slope, intercept = np.polyfit(t - t.mean(), y, 1)
+    return float(1e3 * slope / intercept)
 
 
 class EoGainStabilityConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
@@ -340,9 +381,12 @@ class EoGainStabilityTask(PipelineTask):
             exp_id = exposure_id_of(handle, raw)
             mjd = exposure_mjd(header)
             norm = flux_normalization(header, cfg.fluxNormalization)
+            # Temperatures from the housekeeping HDUs read in the same open of the file.
+            temps = housekeeping_temperatures(getattr(raw, "housekeeping", None) or {})
             info.append(
-                (exp_id, mjd, header_float(header, "EXPTIME"), header_float(header, "CCOBFLUX"), norm)
-            )
+                (exp_id, mjd, header_float(header, "EXPTIME"), header_float(header, "CCOBFLUX"), norm,
+                 temps["ccd_temp_c"], temps["reb_temp_c"])
+            )  # fmt: skip
             for amp in detector.amp_names:
                 flags[amp] |= raw_amp_flags(raw[amp])
                 if flags[amp]:
@@ -386,6 +430,8 @@ class EoGainStabilityTask(PipelineTask):
         exp_ids = np.array([i[0] for i in info])
         mjds = np.array([i[1] for i in info])
         order = np.argsort(mjds, kind="stable")
+        ccd_temp = np.array([i[5] for i in info], dtype=np.float64)
+        reb_temp = np.array([i[6] for i in info], dtype=np.float64)
         per_exposure = Table(
             {
                 "exposure": np.repeat(exp_ids[order], len(amps)),
@@ -393,6 +439,8 @@ class EoGainStabilityTask(PipelineTask):
                 "amp": np.tile(np.array(amps), n_exp),
                 "exptime_s": np.repeat(np.array([i[2] for i in info])[order], len(amps)),
                 "ccobflux": np.repeat(np.array([i[3] for i in info])[order], len(amps)),
+                "ccd_temp_c": np.repeat(ccd_temp[order], len(amps)),
+                "reb_temp_c": np.repeat(reb_temp[order], len(amps)),
                 "signal_adu": signal[order].ravel(),
                 "signal_stdev_adu": stdev[order].ravel(),
                 "signal_raw_norm": raw_normed[order].ravel(),
@@ -403,26 +451,31 @@ class EoGainStabilityTask(PipelineTask):
         per_exposure["exptime_s"].unit = "s"
         per_exposure["signal_adu"].unit = "adu"
         per_exposure["signal_stdev_adu"].unit = "adu"
+        per_exposure["ccd_temp_c"].unit = "deg_C"
+        per_exposure["reb_temp_c"].unit = "deg_C"
         summary_rows = []
         for j, amp in enumerate(amps):
             s = stability_summary(mjds, normed[:, j])
+            slope_t = temperature_slope(ccd_temp, normed[:, j])
             r = stability_summary(mjds, raw_normed[:, j])
             summary_rows.append(
                 (amp, nan_median(signal[:, j]), s["drift_ppt"], s["gain_drift_ppt"],
                  s["slope_ppt_per_hour"], s["scatter_ppt"], s["rms_ppt"], s["peak_to_peak_ppt"],
-                 r["rms_ppt"], s["time_span_hours"], s["n"])
+                 r["rms_ppt"], s["time_span_hours"], s["n"], slope_t)
             )  # fmt: skip
         summary = Table(
             rows=summary_rows,
             names=("amp", "signal_median_adu", "drift_ppt", "gain_drift_ppt", "slope_ppt_per_hour",
                    "scatter_ppt", "rms_ppt", "peak_to_peak_ppt", "raw_rms_ppt", "time_span_hours",
-                   "n_exposures"),
+                   "n_exposures", "signal_temp_slope_ppt_per_c"),
         )  # fmt: skip
         summary["signal_median_adu"].unit = "adu"
         summary["time_span_hours"].unit = "h"
         flux_rms = 1e3 * float(np.std(norms / np.median(norms), ddof=1)) if n_exp > 1 else np.nan
+        finite_t = ccd_temp[np.isfinite(ccd_temp)]
         meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, "FLUX_NORMALIZATION": mode,
-                "FLUX_RMS_PPT": flux_rms, "CCOBLED": cfg.ccobLed or "ANY"}  # fmt: skip
+                "FLUX_RMS_PPT": flux_rms, "CCOBLED": cfg.ccobLed or "ANY",
+                "CCD_TEMP_PTP_C": float(np.ptp(finite_t)) if finite_t.size else np.nan}  # fmt: skip
         summary.meta.update(meta)
         per_exposure.meta.update(meta)
         # The drift and scatter need a straight-line fit: required only when the sequence allows one.
@@ -432,7 +485,9 @@ class EoGainStabilityTask(PipelineTask):
             required += ["gain_drift_ppt", "scatter_ppt"]
         apply_amp_flags(summary, flags, required=required)
         final = dict(zip(summary["amp"], summary["flags"], strict=True))
-        apply_amp_flags(per_exposure, final, skip=["mjd", "exptime_s", "ccobflux"])
+        apply_amp_flags(
+            per_exposure, final, skip=["mjd", "exptime_s", "ccobflux", "ccd_temp_c", "reb_temp_c"]
+        )
         if any(final.values()):
             self.log.warning("%s: gain stability not measured for flagged amplifier(s) %s", detector.name,
                              describe_flagged(final))  # fmt: skip

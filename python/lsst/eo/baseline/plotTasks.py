@@ -31,6 +31,7 @@ from .camera import get_camera
 from .metrics import load_metrics
 from .plotting import (
     focal_plane_mosaic,
+    gain_stability_figure,
     linearity_figure,
     persistence_figure,
     ptc_figure,
@@ -152,18 +153,14 @@ class EoGainStabilityPlotsConfig(PipelineTaskConfig, pipelineConnections=_Detect
 
 
 class EoGainStabilityPlotsTask(_DetectorPlotTask):
-    """Normalised flat signal of every amplifier versus time."""
+    """Normalised flat signal of every amplifier versus time and versus CCD temperature."""
 
     ConfigClass = EoGainStabilityPlotsConfig
     _DefaultName = "eoGainStabilityPlots"
 
     def run(self, table: Table, det_name: str) -> Struct:
-        """Draw the gain-stability time series (``plot``)."""
-        return Struct(
-            plot=time_series_figure(
-                table, "signal_norm", f"{det_name}: normalised flat signal", "signal / median"
-            )
-        )
+        """Draw the gain-stability time series and signal-temperature panels (``plot``)."""
+        return Struct(plot=gain_stability_figure(table, det_name))
 
 
 class _TwoTableConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):

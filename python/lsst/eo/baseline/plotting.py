@@ -9,6 +9,7 @@ pipeline tasks, written by the butler's ``Plot`` storage class, or shown in note
 * `ptc_figure`, `linearity_figure`: per-amplifier photon transfer curves with fit and turnoff,
   linearity residuals;
 * `time_series_figure`: per-amplifier values versus time (bias and gain stability);
+* `gain_stability_figure`: normalised flat signal versus time and versus CCD temperature;
 * `persistence_figure`: residual signal after saturation and the fitted decay.
 """
 
@@ -21,6 +22,7 @@ __all__ = [
     "persistence_figure",
     "pixel_box_to_focal_plane",
     "ptc_figure",
+    "gain_stability_figure",
     "time_series_figure",
     "vendor_histograms",
 ]
@@ -335,4 +337,53 @@ def persistence_figure(exposures: Table, fits: Table, det_name: str) -> Figure:
     ax.set_ylabel("residual signal (e-/pixel)")
     ax.set_title(f"{det_name}: persistence")
     ax.legend(fontsize=6, ncol=8)
+    return fig
+
+
+def _per_amp_lines(ax, table: Table, x: np.ndarray, value: str) -> None:
+    amps_col = np.asarray(table["amp"]).astype(str)
+    cmap = matplotlib.colormaps["tab20"]
+    for k, amp in enumerate(dict.fromkeys(amps_col)):
+        sel = amps_col == amp
+        order = np.argsort(x[sel])
+        ax.plot(x[sel][order], np.asarray(table[value], dtype=np.float64)[sel][order], ".-",
+                color=cmap(k % 20), ms=3, lw=0.7, label=amp)  # fmt: skip
+
+
+def gain_stability_figure(table: Table, det_name: str) -> Figure:
+    """Normalised flat signal of every amplifier versus time and versus CCD temperature.
+
+    Parameters
+    ----------
+    table : `astropy.table.Table`
+        ``eoGainStabilityExposures`` (``mjd``, ``amp``, ``signal_norm``, ``ccd_temp_c``).
+    det_name : `str`
+        Detector name, for the titles.
+
+    Returns
+    -------
+    figure : `matplotlib.figure.Figure`
+        Two panels; the temperature panel says so when the raws recorded no CCD temperature.
+    """
+    fig = Figure(figsize=(13, 5))
+    ax_t, ax_c = fig.subplots(1, 2, sharey=True)
+    t = np.asarray(table["mjd"], dtype=np.float64)
+    t0 = np.nanmin(t) if t.size else 0.0
+    _per_amp_lines(ax_t, table, 24.0 * (t - t0), "signal_norm")
+    ax_t.set_xlabel("hours since the first exposure")
+    ax_t.set_ylabel("signal / median")
+    ax_t.set_title(f"{det_name}: normalised flat signal")
+    ax_t.legend(fontsize=6, ncol=8, loc="upper center")
+    temp = (
+        np.asarray(table["ccd_temp_c"], dtype=np.float64)
+        if "ccd_temp_c" in table.colnames
+        else np.full(len(table), np.nan)
+    )
+    if np.isfinite(temp).any():
+        _per_amp_lines(ax_c, table, temp, "signal_norm")
+    else:
+        ax_c.text(0.5, 0.5, "no CCD temperature (CCDTEMP) in the raws' housekeeping", ha="center",
+                  va="center", transform=ax_c.transAxes)  # fmt: skip
+    ax_c.set_xlabel("CCD temperature, REB_COND CCDTEMP (C)")
+    ax_c.set_title(f"{det_name}: flat signal versus CCD temperature")
     return fig

@@ -108,12 +108,16 @@ class RawCcd(Mapping[str, RawAmp]):
         Amplifiers by name, in raw HDU order.
     path : `str`, optional
         File the data were read from.
+    housekeeping : `dict` [`str`, `dict`]
+        Keywords of the file's housekeeping HDUs by EXTNAME (``REB_COND``: CCD and REB
+        temperatures...; see `lsst.eo.baseline.rawio.read_housekeeping`); empty if none.
     """
 
     header: dict[str, Any]
     detector: DetectorInfo
     amps: dict[str, RawAmp]
     path: str | None = None
+    housekeeping: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> RawAmp:
         try:

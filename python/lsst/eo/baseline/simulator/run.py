@@ -36,8 +36,9 @@ from ..rawdata import RawAmp, RawCcd
 from ..rawio import write_raw
 from ..version import __version__
 from .headers import primary_header, segment_headers
+from .housekeeping import HOUSEKEEPING_COMMENTS, housekeeping_hdus
 from .model import AmpFixed, make_fixed, simulate_amp
-from .plans import ExposureSpec, Plan, load_plan
+from .plans import ExposureSpec, Plan, load_plan, mjd
 from .truth import (
     MODEL_VERSION,
     DetectorTruth,
@@ -121,12 +122,20 @@ def _write_task(task: tuple[str, int, str, ExposureSpec, ExposureTruth, list[Exp
     header = primary_header(det, exposure, etruth, run, truth.lsst_num)
     seg = segment_headers(det.ccd_type)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    # After the segments, the camera's housekeeping HDUs; checksums in every HDU, as the camera writes.
     write_raw(
         path,
         header,
         ((lay.extname, arrays[lay.name], h) for lay, h in zip(det.ccd_type.amps, seg, strict=True)),
+        housekeeping=_housekeeping(det, exposure, run, seed),
+        comments=HOUSEKEEPING_COMMENTS,
+        checksum=True,
     )
     return path
+
+
+def _housekeeping(det: DetectorInfo, exposure: ExposureSpec, run: str, seed: int) -> list[tuple[str, dict]]:
+    return housekeeping_hdus(mjd(exposure.date(0.0)), det.name, det.raft, str(run), seed)
 
 
 class Simulation:
@@ -438,11 +447,14 @@ class SimulatedRawHandle:
         )  # fmt: skip
 
     def get(self, *, component: str | None = None, parameters: dict | None = None) -> RawCcd | dict:
-        """The simulated raw (or its header for ``component="header"``)."""
+        """The simulated raw (or its header or housekeeping for ``component="header"``/``"housekeeping"``)."""
         header = self._header()
         if component == "header":
             return header
         det = get_camera()[self.det]
+        housekeeping = dict(_housekeeping(det, self.sim.exposures[self.index], self.sim.run, self.sim.seed))
+        if component == "housekeeping":
+            return housekeeping
         amps = (parameters or {}).get("amps") or det.amp_names
         arrays = self.sim.simulate_exposure(self.det, self.index, amps=amps)
         raw_amps = {
@@ -450,4 +462,4 @@ class SimulatedRawHandle:
             for lay in det.ccd_type.amps
             if lay.name in arrays
         }
-        return RawCcd(header=header, detector=det, amps=raw_amps, path=None)
+        return RawCcd(header=header, detector=det, amps=raw_amps, path=None, housekeeping=housekeeping)
