@@ -470,7 +470,7 @@ def _outlier_rejection(
             resid = (var - _exp_fun(params, mu)) / root_var
         new = np.isfinite(resid) & (np.abs(np.nan_to_num(resid)) < sigma_cut) & start
         if np.count_nonzero(new) < 2:
-            return new & False, params, "fewer than 2 points survive the outlier rejection"
+            return new & False, params, "too few points survive the outlier rejection (< 2)"
         # Jump check: a good point following a rejected one must be within max_delta_initial of
         # the previous good point, else it and everything above are rejected.
         good = np.flatnonzero(new)
@@ -807,7 +807,7 @@ def fit_ptc_amp(
     start = start_in[order]
 
     if not start.any():
-        out.failure = "no usable point"
+        out.failure = "too few usable points (0)"
         return out
 
     if w_in is not None:

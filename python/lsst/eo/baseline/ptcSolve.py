@@ -280,6 +280,7 @@ class EoPtcSolveTask(PipelineTask):
             names=(
                 "amp",
                 "ptc_gain_e_per_adu",
+                "ptc_gain_unadjusted_e_per_adu",
                 "ptc_gain_err_e_per_adu",
                 "ptc_noise_e",
                 "ptc_noise_err_e",
@@ -299,6 +300,7 @@ class EoPtcSolveTask(PipelineTask):
         )
         units = {
             "ptc_gain_e_per_adu": "electron/adu",
+            "ptc_gain_unadjusted_e_per_adu": "electron/adu",
             "ptc_gain_err_e_per_adu": "electron/adu",
             "ptc_noise_e": "electron",
             "ptc_noise_err_e": "electron",
@@ -491,8 +493,11 @@ class EoPtcSolveTask(PipelineTask):
             # Variance of the per-row overscan median added to each pixel, in e-^2.
             added = np.pi / 2.0 * float(np.nanmedian(noise_list)) ** 2 / cfg.overscanFitColumns * fit.gain**2
             noise = float(np.sqrt(max(noise**2 - added, 0.0)))
+        # No gain-ratio adjustment (cp_pipe cpPtcAdjustGainRatios) is run: the adjusted gain is the
+        # fit value, like gainUnadjusted.
         return (
             amp,
+            fit.gain,
             fit.gain,
             fit.gain_err,
             noise,
