@@ -28,33 +28,36 @@ Solve sequence (per amplifier):
 
 1. Start mask = given mask & finite & ``min_mean < mu < max_mean``; zero variances -> 1e-9.
 2. EXPAPPROXIMATION outlier rejection: bounded TRF fits (start [-2e-6, 1.5, 25], bounds a00 in
-   [-1e-4, 0], g in [0.1, 10], n in [0, 2000], unweighted) first on points with mu and C00 <=
-   ``max_signal_initial``, then up to ``max_iterations`` times on the points with
-   ``|C00 - model| / sqrt(C00) < sigma_cut`` (over all points), with the jump check (a good point
-   preceded by a rejected one and more than ``max_delta_initial`` above the previous good point is
-   rejected with everything above it).  ``ptc_turnoff`` = the largest mean that survives;
-   ``ptc_turnoff_sampling_error`` = half the distance between its two neighbouring means.
+   [-1e-4, 0], g in [0.1, 10], n in [0, 2000], unweighted, scipy defaults as cp_pipe) first on
+   points with mu and C00 <= ``max_signal_initial`` (no minimum number: TRF accepts fewer points
+   than parameters, so a sparse curve with 1-2 points there is still fitted and extrapolated),
+   then up to ``max_iterations`` times on the points with ``|C00 - model| / sqrt(C00) <
+   sigma_cut`` (over all points), with the jump check (a good point preceded by a rejected one and
+   at least ``max_delta_initial`` above the previous good point is rejected with everything above
+   it).  Fewer than 2 survivors, or fewer than 3 (the parameters), fail the amplifier.
+   ``ptc_turnoff`` = the largest mean that survives; ``ptc_turnoff_sampling_error`` = half the
+   distance between its two neighbouring means.
 3. A weighted, unbounded Levenberg-Marquardt fit of Eq. 16 on the surviving points (weights
    ``covariance_weights[:, 0, 0]``); errors scaled by sqrt(chi2/dof).
-4. Optional roll-off model (cp_pipe ``doModelPtcRolloff``, on for LSSTCam): an exponential
-   variance deficit above mu_t is fitted on the surviving points plus the points up to
-   ``rolloff_extension`` adu above the turnoff whose variance is below the turnoff's;
-   ``ptc_rolloff`` = the largest fitted mean where the model with the deficit departs from the
-   model without by at most ``max_rolloff_deviation``; points above it leave the fit mask.
+4. Optional roll-off model (cp_pipe ``doModelPtcRolloff``, on for LSSTCam), on the points in the
+   detector-mean order (``point_order``): an exponential variance deficit above mu_t is fitted
+   (bounded TRF, mu_t in [min(turnoff - 20000, 0), turnoff], tau in [-10000, -100]) on the
+   surviving points plus the points up to ``rolloff_extension`` adu above the turnoff whose
+   variance is at most the turnoff's; ``ptc_rolloff`` = the mean of the last point in that order
+   where the model with the deficit departs from the model without by at most
+   ``max_rolloff_deviation`` (capped at the turnoff); the new mask keeps the fitted points with
+   ``mu < ptc_rolloff`` (strictly, so a roll-off equal to the turnoff drops the turnoff point).  A
+   failed roll-off fit leaves the amplifier untouched.
 5. Final fit: EXPAPPROXIMATION re-runs step 2's rejection (the turnoff is not updated) then
    step 3; FULLCOVARIANCE(_NO_B) fits Eq. 20 on the mask of steps 2/4 (no further rejection)
    from a 5-iteration per-lag parabola initial guess, one LM fit over all parameters.
 
 Deliberate deviations from cp_pipe (each also noted where implemented):
 
-* the roll-off mask keeps points with ``mu <= ptc_rolloff`` (cp_pipe: strictly below, which drops
-  the roll-off point itself although it is within tolerance by definition, and drops the turnoff
-  point whenever no roll-off is detected);
-* the roll-off start mu_t is bounded to [max(turnoff - 20000, 0), turnoff]; cp_pipe writes
-  ``min(turnoff - 20000, 0)``, which makes the lower bound 0 for every realistic turnoff;
-* fits use analytic (FULLCOVARIANCE) or default finite-difference (EXPAPPROXIMATION) Jacobians and
-  ``x_scale='jac'`` instead of ``leastsq(epsfcn=1e-4)`` (1% finite-difference steps) and unscaled
-  TRF; they converge to the same minimum, more reliably;
+* the weighted fits use analytic (FULLCOVARIANCE) or default finite-difference (EXPAPPROXIMATION)
+  Jacobians and ``x_scale='jac'`` instead of ``leastsq(epsfcn=1e-4)`` (1% finite-difference
+  steps); they converge to the same minimum, more reliably;
+* a roll-off fit with no point within tolerance leaves the amplifier untouched (cp_pipe raises);
 * the Eq. 20 block is read at the known centre of the symmetrised arrays (cp_pipe: at argmax|a|,
   which is the same place whenever |a00| is the largest coefficient, i.e. always in practice);
 * ``ptc_turnoff_sampling_error`` for a turnoff at the first point uses the next point (cp_pipe
@@ -319,13 +322,18 @@ class PtcAmpFit:
         Maximum observed signal (adu): the largest finite mean among the points allowed by the
         input mask, whether or not the fit keeps them (eo_pipe ``max_observed_signal``).
     ptc_rolloff : `float`
-        Roll-off (adu): largest mean where the roll-off model departs from Eq. 16 by at most
-        ``max_rolloff_deviation``; equals ``ptc_turnoff`` without a roll-off fit or when no point
-        is added above the turnoff; NaN if the roll-off was not modelled.
+        Roll-off (adu): the mean of the last point, in detector-mean order, where the roll-off
+        model departs from Eq. 16 by at most ``max_rolloff_deviation``, capped at the turnoff;
+        equals ``ptc_turnoff`` when no point is added above the turnoff; NaN if the roll-off was
+        not modelled or its fit failed.
+    rolloff_failure : `str`
+        Why the roll-off fit failed ('' otherwise); the amplifier is then left as the turnoff pass
+        left it (``ptc_rolloff`` NaN, ``rolloff_mask`` all False), as in cp_pipe.
     rolloff_params, rolloff_params_err : `numpy.ndarray`
-        [a00, g, n, mu_t (adu), tau (adu)] of the roll-off fit and errors (NaN if not fitted).
+        [a00, g, n, mu_t (adu), tau (adu)] of the roll-off fit and errors (NaN if not fitted;
+        errors sqrt(diag((J^T J)^-1)), unscaled, as cp_pipe).
     rolloff_mask : `numpy.ndarray` of `bool`
-        Points used by the roll-off fit.
+        Points of the roll-off fit (cp_pipe ``expIdRolloffMask``).
     turnoff_mask : `numpy.ndarray` of `bool`
         Points surviving the initial outlier rejection (defines the turnoff).
     mask : `numpy.ndarray` of `bool`
@@ -359,6 +367,7 @@ class PtcAmpFit:
     ptc_turnoff_sampling_error: float = np.nan
     max_signal: float = np.nan
     ptc_rolloff: float = np.nan
+    rolloff_failure: str = ""
     rolloff_params: np.ndarray = field(default_factory=lambda: np.full(5, np.nan))
     rolloff_params_err: np.ndarray = field(default_factory=lambda: np.full(5, np.nan))
     rolloff_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -394,12 +403,13 @@ def _exp_fun(p: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 def _fit_bounded_exp(mu: np.ndarray, var: np.ndarray) -> np.ndarray:
     """Unweighted bounded TRF fit of Eq. 16 from cp_pipe's start values (outlier-rejection fit)."""
+    # cp_pipe's call exactly (TRF, default scaling): with fewer points than parameters (a sparse
+    # B-protocol curve below the initial limit) the solution is not unique and depends on the path.
     res = least_squares(
         lambda p: _exp_fun(p, mu) - var,
         np.array(_EXP_START),
         bounds=(np.array(_EXP_LOWER), np.array(_EXP_UPPER)),
         method="trf",
-        x_scale="jac",
     )
     return res.x
 
@@ -447,13 +457,9 @@ def _outlier_rejection(
     """
     if max_iterations == 0:
         return start.copy(), _fit_bounded_exp(mu[start], var[start]), ""
+    # No minimum number of points for the first fit (cp_pipe has none: TRF accepts fewer residuals
+    # than parameters, so a curve with 1-2 points below the limit is fitted and extrapolated).
     fit_mask = start & (mu <= max_signal_initial) & (var <= max_signal_initial)
-    if np.count_nonzero(fit_mask) < 3:
-        return (
-            start & False,
-            np.full(3, np.nan),
-            (f"fewer than 3 points below max_signal_initial={max_signal_initial} adu"),
-        )
     last = start.copy()
     params = np.full(3, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -464,7 +470,7 @@ def _outlier_rejection(
             resid = (var - _exp_fun(params, mu)) / root_var
         new = np.isfinite(resid) & (np.abs(np.nan_to_num(resid)) < sigma_cut) & start
         if np.count_nonzero(new) < 2:
-            return new & False, params, "fewer than 2 points survive the outlier rejection"
+            return new & False, params, "too few points survive the outlier rejection (< 2)"
         # Jump check: a good point following a rejected one must be within max_delta_initial of
         # the previous good point, else it and everything above are rejected.
         good = np.flatnonzero(new)
@@ -499,25 +505,52 @@ def _turnoff(mu: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
 def _rolloff(
     mu: np.ndarray,
     var: np.ndarray,
-    start: np.ndarray,
+    allowed: np.ndarray,
     mask: np.ndarray,
     turnoff: float,
     p_exp: np.ndarray,
     extension: float,
     max_deviation: float,
-) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """cp_pipe's roll-off model (section 2.5) on sorted arrays.
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """cp_pipe's roll-off model (``fitPtcRolloff``, section 2.5) on arrays in detector-mean order.
 
-    Returns (rolloff, new fit mask, candidate mask, params, params errors).
+    Parameters
+    ----------
+    mu, var : `numpy.ndarray`
+        Means (adu) and zero-safe variances (adu^2) in the detector-mean order of the dataset
+        (cp_pipe does not re-sort by this amplifier's means here, and the order decides which
+        acceptable point is "last").
+    allowed : `numpy.ndarray` of `bool`
+        Points that exist at all (a measured pair).  The added points are *not* intersected with
+        the min/max-mean cut, as in cp_pipe; a pair whose measurement failed has NaN statistics in
+        cp_pipe and so can never be added.
+    mask : `numpy.ndarray` of `bool`
+        Points surviving the turnoff pass (all <= ``turnoff``).
+    turnoff : `float`
+        ``ptcTurnoff`` (adu).
+    p_exp : `numpy.ndarray`
+        [a00, g, n] of the turnoff pass (cp_pipe ``ptcFitPars``), the start values.
+    extension : `float`
+        ``extendRollofSearchMaskSizeAdu`` (adu).
+    max_deviation : `float`
+        ``maxPtcRolloffDeviation``.
+
+    Returns
+    -------
+    rolloff, new_mask, rolloff_mask, params, params_err, failure
+        ``failure`` is '' on success; on a failed fit the amplifier is left untouched as in cp_pipe
+        (rolloff NaN, ``new_mask`` = ``mask``, ``rolloff_mask`` all False).
     """
     nan5 = np.full(5, np.nan)
-    i_t = int(np.flatnonzero(mask)[-1])
-    added = start & ~mask & (mu >= turnoff) & (mu < turnoff + extension) & (var <= var[i_t])
-    if not added.any():
-        return turnoff, mask.copy(), mask.copy(), nan5, nan5
+    i_t = int(np.flatnonzero(mu == turnoff)[0])
+    with np.errstate(invalid="ignore"):
+        added = allowed & (mu >= turnoff) & (mu < turnoff + extension) & (var <= var[i_t])
     cand = mask | added
-    # Deliberate deviation: lower bound max(turnoff - 20000, 0) (cp_pipe: min(..., 0)).
-    lower = np.array([*_EXP_LOWER, max(turnoff - 20000.0, 0.0), -10000.0])
+    if np.count_nonzero(cand) == np.count_nonzero(mask):
+        return turnoff, mask.copy(), cand, nan5, nan5, ""
+    # cp_pipe's bounds, including the lower bound of mu_t, min(turnoff - 20000, 0): 0 for any
+    # turnoff above 20000 adu, turnoff - 20000 (< 0) below.
+    lower = np.array([*_EXP_LOWER, min(turnoff - 20000.0, 0.0), -10000.0])
     upper = np.array([*_EXP_UPPER, turnoff, -100.0])
     p0 = np.clip(np.array([*p_exp, turnoff, -1200.0]), lower, upper)
     x, y = mu[cand], var[cand]
@@ -525,18 +558,24 @@ def _rolloff(
     def fun(p):
         return evaluate_rolloff_model(x, *p) - y
 
-    res = least_squares(fun, p0, bounds=(lower, upper), method="trf", x_scale="jac")
+    untouched = (np.nan, mask.copy(), np.zeros_like(mask), nan5, nan5)
+    res = least_squares(fun, p0, bounds=(lower, upper), method="trf")
+    if not res.success:
+        return (*untouched, f"roll-off fit did not converge ({res.message})")
     p = res.x
-    dof = len(x) - 5
-    err = nan5
-    if dof > 0:
-        err = np.sqrt(np.abs(np.diag(_covariance_from_jacobian(res.jac, float(np.sum(res.fun**2)) / dof))))
+    # cp_pipe: sqrt(diag((J^T J)^-1)), not scaled by chi^2 (a pseudo-inverse here if singular).
+    err = np.sqrt(np.abs(np.diag(_covariance_from_jacobian(res.jac, 1.0))))
     with np.errstate(invalid="ignore", divide="ignore"):
         dev = np.abs(evaluate_rolloff_model(x, *p) / evaluate_exp_model(x, *p[:3]) - 1.0)
-    ok = dev <= max_deviation
-    rolloff = min(float(np.max(x[ok])), turnoff) if ok.any() else turnoff
-    # Deliberate deviation: keep mu <= rolloff (cp_pipe: strictly below).
-    return rolloff, cand & (mu <= rolloff), cand, p, err
+    ok = np.flatnonzero(dev <= max_deviation)
+    if ok.size == 0:
+        # cp_pipe raises (IndexError) here; leave the amplifier untouched instead.
+        return (*untouched, "no point within the roll-off tolerance")
+    # The last acceptable point in array (detector-mean) order, not the largest acceptable mean.
+    rolloff = min(float(x[ok[-1]]), turnoff)
+    with np.errstate(invalid="ignore"):
+        new_mask = cand & (mu < rolloff)  # strict, as cp_pipe
+    return rolloff, new_mask, cand, p, err, ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,6 +689,8 @@ def fit_ptc_amp(
     min_mean: float = 0.0,
     max_mean: float = 1.0e6,
     max_lag_fit: int | None = None,
+    point_order: np.ndarray | None = None,
+    scale_max_signal_initial: bool = False,
 ) -> PtcAmpFit:
     """Solve the PTC of one amplifier (cp_pipe ``PhotonTransferCurveSolveTask`` for one amp).
 
@@ -691,6 +732,15 @@ def fit_ptc_amp(
     max_lag_fit : `int`, optional
         Lags fitted by FULLCOVARIANCE (cp_pipe ``maximumRangeCovariancesAstierFullCovFit``);
         default all measured lags.
+    point_order : `numpy.ndarray` of `int`, optional
+        Indices of the points in the dataset's order, i.e. sorted by the detector mean of each
+        pair (the mean over amplifiers of ``rawMeans``, cp_pipe ``PhotonTransferCurveSolveTask.run``).
+        Only the roll-off step depends on it (its "last acceptable point"); default: this
+        amplifier's own mean order.
+    scale_max_signal_initial : `bool`, optional
+        Divide ``max_signal_initial`` and ``max_delta_initial`` by the approximate gain
+        nanmedian(mean/var) (cp_pipe ``scaleMaxSignalInitialPtcOutlierFit``; LSSTCam: False, the
+        limits are in adu).
 
     Returns
     -------
@@ -756,8 +806,8 @@ def fit_ptc_amp(
     var = np.where(var_in[order] == 0.0, 1e-9, var_in[order])
     start = start_in[order]
 
-    if np.count_nonzero(start) < 3:
-        out.failure = f"too few usable points ({np.count_nonzero(start)} < 3)"
+    if not start.any():
+        out.failure = "too few usable points (0)"
         return out
 
     if w_in is not None:
@@ -778,6 +828,16 @@ def fit_ptc_amp(
             model = _exp_fun(params, mu[mask])
             return np.where(model > 0, 1.0 / model, 0.0)
 
+    if point_order is None:
+        point_order = order
+    point_order = np.asarray(point_order, dtype=np.intp)
+    if np.array_equal(np.sort(point_order), np.arange(npt)) is False:
+        raise ValueError("point_order must be a permutation of the point indices.")
+    if scale_max_signal_initial:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            approx_gain = float(np.nanmedian(mu_in / np.where(var_in == 0.0, 1e-9, var_in)))
+        max_signal_initial = max_signal_initial / approx_gain
+        max_delta_initial = max_delta_initial / approx_gain
     rejection = dict(
         sigma_cut=sigma_cut,
         max_signal_initial=max_signal_initial,
@@ -806,12 +866,27 @@ def fit_ptc_amp(
             # 4. Roll-off.
             fit_mask = mask1
             if model_rolloff:
-                rolloff, fit_mask, cand, rp, re = _rolloff(
-                    mu, var, start, mask1, out.ptc_turnoff, p_exp, rolloff_extension, max_rolloff_deviation
+                # In detector-mean order (``point_order``), as cp_pipe's roll-off step.
+                d_mask = unsort(mask1)[point_order]
+                d_var = np.where(var_in == 0.0, 1e-9, var_in)[point_order]
+                rolloff, d_fit, d_cand, rp, re, why = _rolloff(
+                    mu_in[point_order],
+                    d_var,
+                    allowed[point_order],
+                    d_mask,
+                    out.ptc_turnoff,
+                    p_exp,
+                    rolloff_extension,
+                    max_rolloff_deviation,
                 )
                 out.ptc_rolloff = rolloff
                 out.rolloff_params, out.rolloff_params_err = rp, re
-                out.rolloff_mask = unsort(cand)
+                out.rolloff_failure = why
+                fit_in = np.zeros(npt, dtype=bool)
+                fit_in[point_order] = d_fit
+                out.rolloff_mask = np.zeros(npt, dtype=bool)
+                out.rolloff_mask[point_order] = d_cand
+                fit_mask = fit_in[order]
 
             # 5. Final fit.
             model_all = np.full(npt, np.nan)

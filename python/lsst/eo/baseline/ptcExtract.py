@@ -9,6 +9,11 @@ quantum runs the ISR (serial overscan, optional bias; adu -- see `EoPtcExtractCo
 amplifier with the pair's mean, variance, covariances, per-pair gain, row-means variance, read
 noise and EPER.  `lsst.eo.baseline.ptcSolve.EoPtcSolveTask` gathers the pairs of a detector.
 
+The pixels measured are cp_pipe's LSSTCam PTC selection: a 20-pixel border of each amplifier is
+ignored, only the pixels that the vignetting model selects (`lsst.eo.baseline.ptcRegion`) are used,
+and the boxes of the detector's defect lists (``eoBrightDefectsList``, ``eoDarkDefectsList``, when
+they exist) are masked; each is a config switch, on by default.
+
 Amplifiers all zero, saturated or dead in either flat, or flagged in the bias, are not measured:
 their row is invalid (``valid`` False, ``reason`` names the flags) with NaN statistics and a
 non-zero ``flags`` column (`lsst.eo.baseline.ampFlags`).
@@ -43,8 +48,10 @@ from .calibCombine import amp_views
 from .camera import DetectorInfo, get_camera
 from .covariance import PairMeasurement, measure_pair
 from .cti import eper
+from .defectBoxes import defect_mask
 from .isrTask import EoIsrTask
 from .pairing import pair_exposures
+from .ptcRegion import VIGNETTE_COEFFS, amp_use_masks
 
 _LOG = getLogger(__name__)
 
@@ -67,6 +74,20 @@ class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument",
         dimensions=("instrument", "detector"),
         isCalibration=True,
     )
+    brightDefects = cT.PrerequisiteInput(
+        name="eoBrightDefectsList",
+        doc="Bright-defect boxes masked in the pair statistics, if present (doDefectMask).",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "detector"),
+        minimum=0,
+    )
+    darkDefects = cT.PrerequisiteInput(
+        name="eoDarkDefectsList",
+        doc="Dark-defect boxes masked in the pair statistics, if present (doDefectMask).",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "detector"),
+        minimum=0,
+    )
     pair = cT.Output(
         name="eoPtcPair",
         doc="PTC measurements of one flat pair, one row per amplifier (keyed by the first exposure).",
@@ -78,6 +99,9 @@ class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument",
         super().__init__(config=config)
         if config is not None and not config.isr.doBias:
             del self.bias
+        if config is not None and not config.doDefectMask:
+            del self.brightDefects
+            del self.darkDefects
 
     def adjust_all_quanta(self, adjuster) -> None:
         """Merge the quanta of the two exposures of each flat pair; drop unpaired flats."""
@@ -118,9 +142,33 @@ class EoPtcExtractConfig(PipelineTaskConfig, pipelineConnections=EoPtcExtractCon
         allowed={"TIME": "consecutive flats of equal exposure time", "EXPID": "exposures 2k, 2k+1"},
         default="TIME",
     )
-    maximumRangeCovariances = Field[int](doc="Covariance lags per axis (lags 0 .. n-1).", default=8)
+    maximumRangeCovariances = Field[int](
+        doc="Covariance lags per axis (lags 0 .. n-1; cp_pipe LSSTCam 10).", default=10
+    )
     nSigmaClip = Field[float](doc="Clipping threshold of the pair statistics (cp_pipe 5.5).", default=5.5)
-    numEdgeSuspect = Field[int](doc="Pixels ignored at each amplifier edge (cp_pipe 20).", default=20)
+    numEdgeSuspect = Field[int](
+        doc="Pixels ignored at each amplifier edge (cp_pipe LSSTCam 20, edgeMaskLevel AMP).", default=20
+    )
+    doVignetteFunctionRegionSelection = Field[bool](
+        doc="Use only the pixels cp_pipe's LSSTCam vignetting model selects (lsst.eo.baseline.ptcRegion).",
+        default=True,
+    )
+    vignetteFunctionPolynomialCoeffs = ListField[float](
+        doc="Vignetting polynomial of the focal-plane radius (m), highest power first (cp_pipe LSSTCam).",
+        default=list(VIGNETTE_COEFFS),
+    )
+    vignetteFunctionRegionSelectionPercent = Field[float](
+        doc="Starting percentage below the amplifier's maximum of the vignetting model.", default=2.0
+    )
+    vignetteFunctionRegionSelectionMinimumPixels = Field[int](
+        doc="Fewest selected pixels per amplifier (the percentage is raised by 1 until reached).",
+        default=250000,
+    )
+    doDefectMask = Field[bool](
+        doc="Mask the pixels of the detector's defect lists (eoBrightDefectsList, eoDarkDefectsList) "
+        "when they exist (cp_pipe's PTC ISR masks defects as BAD).",
+        default=True,
+    )
     minNumberGoodPixelsForCovariance = Field[int](doc="Fewest pixels for a valid point.", default=10000)
     eperPixels = Field[int](doc="Overscan columns/rows summed for the per-pair EPER.", default=2)
     ampsPerRead = Field[int](doc="Amplifiers read from both raws at once.", default=8)
@@ -199,9 +247,19 @@ class EoPtcExtractTask(PipelineTask):
             raise NoWorkFound(f"Expected a pair of flats, got {len(handles)} exposure(s)")
         bias = butlerQC.get(inputRefs.bias) if self.config.isr.doBias else None
         detector = get_camera()[outputRefs.pair.dataId["detector"]]
-        butlerQC.put(self.run(handles, detector, bias=bias), outputRefs)
+        defects = None
+        if self.config.doDefectMask:
+            refs = [getattr(inputRefs, n, None) for n in ("brightDefects", "darkDefects")]
+            defects = [butlerQC.get(r) for r in refs if r is not None]
+        butlerQC.put(self.run(handles, detector, bias=bias, defects=defects), outputRefs)
 
-    def run(self, raws: Sequence[Any], detector: DetectorInfo, bias: Any = None) -> Struct:
+    def run(
+        self,
+        raws: Sequence[Any],
+        detector: DetectorInfo,
+        bias: Any = None,
+        defects: Sequence[Table] | None = None,
+    ) -> Struct:
         """Measure a flat pair.
 
         Parameters
@@ -212,6 +270,9 @@ class EoPtcExtractTask(PipelineTask):
             Detector.
         bias : `lsst.images.MaskedImage`, optional
             Combined bias (if ``isr.doBias``).
+        defects : sequence of `astropy.table.Table`, optional
+            Defect lists (``x0, y0, width, height`` boxes, assembled pixels) masked in the pair
+            statistics if ``doDefectMask``.
 
         Returns
         -------
@@ -219,6 +280,7 @@ class EoPtcExtractTask(PipelineTask):
             ``pair``: `astropy.table.Table`, one row per amplifier.
         """
         cfg = self.config
+        excluded = self._excluded_pixels(detector, defects)
         bias_amps = amp_views(bias, detector)
         inherited = metadata_amp_flags(bias.metadata) if bias is not None else {}
         rows: list[dict[str, Any]] = []
@@ -248,7 +310,7 @@ class EoPtcExtractTask(PipelineTask):
                     m = measure_pair(
                         isr[0].image,
                         isr[1].image,
-                        isr[0].mask | isr[1].mask,
+                        isr[0].mask | isr[1].mask | (False if excluded is None else excluded[amp]),
                         nsig=cfg.nSigmaClip,
                         max_lag=cfg.maximumRangeCovariances,
                         edge=cfg.numEdgeSuspect,
@@ -308,6 +370,47 @@ class EoPtcExtractTask(PipelineTask):
             n_bad,
         )
         return Struct(pair=table)
+
+    def _excluded_pixels(
+        self, detector: DetectorInfo, defects: Sequence[Table] | None
+    ) -> dict[str, np.ndarray] | None:
+        """Pixels left out of every amplifier's statistics: outside the vignetting selection, defects."""
+        cfg = self.config
+        defect_pixels = None
+        if cfg.doDefectMask and defects:
+            defect_pixels = defect_mask(defects, detector.ccd_type.shape, label=f"of {detector.name}")
+            self.log.info(
+                "%s: %d defect pixel(s) masked from %d defect list(s)",
+                detector.name,
+                int(np.count_nonzero(defect_pixels)),
+                len(defects),
+            )
+        vignette = cfg.doVignetteFunctionRegionSelection
+        if vignette and detector.purpose != "SCIENCE":
+            self.log.warning(
+                "%s is a %s CCD: no focal-plane model for it here, so the vignetting region selection "
+                "is skipped (all pixels inside the edge are used)",
+                detector.name,
+                detector.purpose,
+            )
+            vignette = False
+        masks, used = amp_use_masks(
+            detector,
+            vignette=vignette,
+            coeffs=tuple(cfg.vignetteFunctionPolynomialCoeffs),
+            percent=cfg.vignetteFunctionRegionSelectionPercent,
+            min_pixels=cfg.vignetteFunctionRegionSelectionMinimumPixels,
+            defects=defect_pixels,
+        )
+        raised = {a: p for a, p in used.items() if p > cfg.vignetteFunctionRegionSelectionPercent + 1.0}
+        if raised:
+            self.log.info(
+                "%s: vignetting selection raised to reach %d pixels: %s",
+                detector.name,
+                cfg.vignetteFunctionRegionSelectionMinimumPixels,
+                ", ".join(f"{a} {p:.0f}%" for a, p in raised.items()),
+            )
+        return masks
 
 
 def _mean_or_nan(values: Sequence[float]) -> float:

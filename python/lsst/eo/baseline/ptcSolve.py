@@ -85,6 +85,23 @@ def gather_pairs(tables: Sequence[Table]) -> Table:
     return table
 
 
+def _detector_means(table: Table) -> dict[tuple[int, int], float]:
+    """Mean over amplifiers of the finite ``raw_mean_adu`` of each pair (NaN if none), by exposures.
+
+    cp_pipe sorts a detector's PTC dataset by this value (``PhotonTransferCurveSolveTask.run``).
+    """
+    if len(table) == 0:
+        return {}
+    keys = [(int(a), int(b)) for a, b in zip(table["exposure_1"], table["exposure_2"], strict=True)]
+    means = np.asarray(table["raw_mean_adu"], dtype=np.float64)
+    sums: dict[tuple[int, int], list[float]] = {}
+    for key, value in zip(keys, means, strict=True):
+        sums.setdefault(key, [])
+        if np.isfinite(value):
+            sums[key].append(float(value))
+    return {key: (float(np.mean(v)) if v else np.nan) for key, v in sums.items()}
+
+
 def correct_cti(
     var: np.ndarray,
     cov: np.ndarray,
@@ -153,23 +170,44 @@ class EoPtcSolveConfig(PipelineTaskConfig, pipelineConnections=EoPtcSolveConnect
     """Configuration of `EoPtcSolveTask` (defaults: cp_pipe's LSSTCam values unless noted)."""
 
     ptcFitType = ChoiceField[str](
-        doc="PTC model.",
+        doc="PTC model (cp_pipe LSSTCam: FULLCOVARIANCE, which gives gain, noise and a00).",
         allowed={
             "EXPAPPROXIMATION": "Astier+19 Eq. 16 on the variances",
             "FULLCOVARIANCE": "Astier+19 Eq. 20 on all covariances",
             "FULLCOVARIANCE_NO_B": "Eq. 20 with b = 0",
         },
-        default="EXPAPPROXIMATION",
+        default="FULLCOVARIANCE",
     )
-    doModelPtcRolloff = Field[bool](doc="Fit the roll-off and drop points above it.", default=False)
+    doModelPtcRolloff = Field[bool](
+        doc="Fit the roll-off and drop points at and above it (cp_pipe LSSTCam: True).", default=True
+    )
     sigmaCutPtcOutliers = Field[float](doc="Outlier cut (sigma) of the initial fit.", default=5.0)
     maxSignalInitialPtcOutlierFit = Field[float](
-        doc="Signal limit (adu) of the first outlier fit.", default=20000.0
+        doc="Mean and variance limit of the first outlier fit (adu unless scaled; LSSTCam 20000 adu).",
+        default=20000.0,
     )
-    maxDeltaInitialPtcOutlierFit = Field[float](doc="Jump-check threshold (adu).", default=1000.0)
+    scaleMaxSignalInitialPtcOutlierFit = Field[bool](
+        doc="Read the two initial-fit limits as e- and divide them by nanmedian(mean/var) (LSSTCam: False).",
+        default=False,
+    )
+    maxDeltaInitialPtcOutlierFit = Field[float](
+        doc="Jump-check threshold (adu unless scaled); LSSTCam 1000, eo_pipe's B protocol 10000.",
+        default=1000.0,
+    )
     maxIterationsPtcOutliers = Field[int](doc="Outlier-rejection iterations.", default=2)
-    maxPtcRolloffDeviation = Field[float](doc="Roll-off tolerance.", default=0.005)
-    maximumRangeCovariancesFullCovFit = Field[int](doc="Lags fitted by FULLCOVARIANCE.", default=8)
+    maxPtcRolloffDeviation = Field[float](doc="Roll-off tolerance (LSSTCam 0.005).", default=0.005)
+    extendRollofSearchMaskSizeAdu = Field[float](
+        doc="Roll-off search range above the turnoff (adu; cp_pipe's field name).", default=5000.0
+    )
+    ksTestMinPvalue = Field[float](
+        doc="Pairs with a KS p-value below this are masked (no KS test is run: p-values are 1).",
+        default=0.01,
+    )
+    minMeanSignal = Field[float](doc="Pairs with a mean (adu) at or below this are masked.", default=0.0)
+    maxMeanSignal = Field[float](doc="Pairs with a mean (adu) at or above this are masked.", default=1.0e6)
+    maximumRangeCovariancesFullCovFit = Field[int](
+        doc="Lags fitted by FULLCOVARIANCE (LSSTCam 10).", default=10
+    )
     doCtiCorrection = Field[bool](
         doc="Remove first-order CTI from variances and covariances (see module).", default=True
     )
@@ -231,16 +269,18 @@ class EoPtcSolveTask(PipelineTask):
                 "CCD_MANU": detector.vendor,
             },
         )
+        detector_means = _detector_means(table)
         rows = []
         for layout in detector.ccd_type.amps:
             amp = layout.name
             sel = table[table["amp"] == amp]
-            rows.append(self._solve_amp(ptc, amp, sel, layout))
+            rows.append(self._solve_amp(ptc, amp, sel, layout, detector_means))
         summary = Table(
             rows=rows,
             names=(
                 "amp",
                 "ptc_gain_e_per_adu",
+                "ptc_gain_unadjusted_e_per_adu",
                 "ptc_gain_err_e_per_adu",
                 "ptc_noise_e",
                 "ptc_noise_err_e",
@@ -260,6 +300,7 @@ class EoPtcSolveTask(PipelineTask):
         )
         units = {
             "ptc_gain_e_per_adu": "electron/adu",
+            "ptc_gain_unadjusted_e_per_adu": "electron/adu",
             "ptc_gain_err_e_per_adu": "electron/adu",
             "ptc_noise_e": "electron",
             "ptc_noise_err_e": "electron",
@@ -328,9 +369,20 @@ class EoPtcSolveTask(PipelineTask):
         for text, amps in reasons.items():
             self.log.warning("%s: no PTC for amplifier(s) %s: %s", detector.name, ", ".join(amps), text)
 
-    def _solve_amp(self, ptc: EoPtcDataset, amp: str, sel: Table, layout) -> tuple:
+    def _solve_amp(
+        self, ptc: EoPtcDataset, amp: str, sel: Table, layout, detector_means: dict[tuple[int, int], float]
+    ) -> tuple:
         cfg = self.config
         n = len(sel)
+        # cp_pipe orders the dataset by each pair's detector mean; the roll-off step depends on it.
+        pair_means = np.array(
+            [
+                detector_means[(int(a), int(b))]
+                for a, b in zip(sel["exposure_1"], sel["exposure_2"], strict=True)
+            ],
+            dtype=np.float64,
+        )
+        point_order = np.argsort(pair_means, kind="stable")
         means = np.asarray(sel["raw_mean_adu"], dtype=np.float64)
         var = np.asarray(sel["raw_var_adu2"], dtype=np.float64)
         cov = np.asarray(sel["covariances_adu2"], dtype=np.float64).reshape(
@@ -338,6 +390,8 @@ class EoPtcSolveTask(PipelineTask):
         )
         weights = np.asarray(sel["covariance_sqrt_weights"], dtype=np.float64).reshape(cov.shape)
         valid = np.asarray(sel["valid"], dtype=bool) & np.isfinite(means) & np.isfinite(var)
+        ksp_values = np.ones(n)  # no KS test of the pair difference is run (cp_pipe's default)
+        valid &= ksp_values >= cfg.ksTestMinPvalue
         measured_var = var.copy()
         s_cti = p_cti = np.nan
         if cfg.doCtiCorrection and n:
@@ -375,6 +429,11 @@ class EoPtcSolveTask(PipelineTask):
             max_iterations=cfg.maxIterationsPtcOutliers,
             max_rolloff_deviation=cfg.maxPtcRolloffDeviation,
             max_lag_fit=min(ptc.covMatrixSide, cfg.maximumRangeCovariancesFullCovFit),
+            rolloff_extension=cfg.extendRollofSearchMaskSizeAdu,
+            min_mean=cfg.minMeanSignal,
+            max_mean=cfg.maxMeanSignal,
+            point_order=point_order,
+            scale_max_signal_initial=cfg.scaleMaxSignalInitialPtcOutlierFit,
         )
         pairs = np.stack([np.asarray(sel["exposure_1"]), np.asarray(sel["exposure_2"])], axis=1)
         values: dict[str, Any] = {
@@ -393,7 +452,7 @@ class EoPtcSolveTask(PipelineTask):
             "gainList": np.asarray(sel["gain_e_per_adu"]),
             "noiseList": np.asarray(sel["noise_adu"]),
             "overscanMedianLevelList": np.asarray(sel["overscan_median_adu"]),
-            "kspValues": np.ones(n),
+            "kspValues": ksp_values,
             "nPixelCovariances": np.asarray(sel["n_pixels"]),
             "finalVars": fit.final_vars,
             "finalModelVars": fit.final_model_vars,
@@ -434,8 +493,11 @@ class EoPtcSolveTask(PipelineTask):
             # Variance of the per-row overscan median added to each pixel, in e-^2.
             added = np.pi / 2.0 * float(np.nanmedian(noise_list)) ** 2 / cfg.overscanFitColumns * fit.gain**2
             noise = float(np.sqrt(max(noise**2 - added, 0.0)))
+        # No gain-ratio adjustment (cp_pipe cpPtcAdjustGainRatios) is run: the adjusted gain is the
+        # fit value, like gainUnadjusted.
         return (
             amp,
+            fit.gain,
             fit.gain,
             fit.gain_err,
             noise,
