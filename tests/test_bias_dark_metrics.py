@@ -14,7 +14,7 @@ from lsst.eo.baseline.ampStream import RawFileHandle
 from lsst.eo.baseline.biasStability import EoBiasStabilityTask
 from lsst.eo.baseline.calibCombine import EoBiasTask, EoDarkTask
 from lsst.eo.baseline.camera import get_camera
-from lsst.eo.baseline.cti import EoCtiTask
+from lsst.eo.baseline.cti import EoCtiTask, EoEperTask
 from lsst.eo.baseline.darkCurrent import EoDarkCurrentTask
 from lsst.eo.baseline.defects import EoBrightDefectsTask
 from lsst.eo.baseline.readNoise import EoReadNoiseTask
@@ -180,3 +180,54 @@ def test_eo_pipe_read_noise_headline(sim, products, det_name):
     for row in table:
         sel = per_exposure[per_exposure["amp"] == row["amp"]]
         assert row["read_noise_adu"] == pytest.approx(np.median(sel["read_noise_adu"]))
+
+
+@pytest.mark.parametrize("det_name", DETECTORS)
+def test_eo_pipe_bias_stability_columns(sim, products, det_name):
+    per_exposure = products[det_name]["stability"].exposures
+    for row in per_exposure:
+        truth = sim.amp(det_name, row["amp"])
+        # Overscan-corrected bias, no bias frame: pixel variance = read noise^2 + the fixed column
+        # pattern (bias_col_rms^2; the row offsets and the start-of-frame ramp are in the overscan
+        # too and go with the row correction) + the variance of the per-row median of 56 overscan
+        # columns (pi / 2 * noise^2 / 56).  10-sigma clipped mean ~0 (1M pixels: 0.005 adu, plus
+        # the row medians, 5 * 1.25 / sqrt(56 * 2000) = 0.02 adu); the stdev of 1M pixels is good
+        # to 0.1%, the column-pattern sample of 509-512 columns to 1/sqrt(2 * 512) = 3% of its
+        # part: 3% tolerance; the corner box (200 columns, 40k pixels) 5%, its mean 0.5 adu (the
+        # mean of 200 columns of the pattern scatters by up to 1.2 / sqrt(200) = 0.085 adu, 5 sigma
+        # 0.42, plus 0.025 adu of pixel noise).
+        noise = truth.read_noise / truth.gain
+        expected = np.sqrt(noise**2 * (1 + np.pi / 2 / 56) + truth.bias_col_rms**2)
+        assert abs(row["mean_adu"]) < 0.1, row["amp"]
+        assert row["stdev_adu"] == pytest.approx(expected, rel=0.03), row["amp"]
+        assert abs(row["rc_mean_adu"]) < 0.5, row["amp"]
+        assert row["rc_stdev_adu"] == pytest.approx(expected, rel=0.05), row["amp"]
+    # The simulator's biases have TESTTYPE BIAS: eo_pipe's bias_stability query would not select them.
+    assert not per_exposure["eo_pipe_selected"].any()
+    assert set(per_exposure["observation_reason"]) == {"bias"}
+
+
+@pytest.mark.parametrize("det_name", DETECTORS)
+def test_eo_pipe_eper_recovers_injected_cti(sim, products, det_name):
+    det = get_camera()[det_name]
+    flats = _handles(sim, det_name, "FLAT")
+    # The high-signal flats (ctiVsSignal rows of an amplifier are in the handles' exposure order).
+    signal = products[det_name]["cti"].ctiVsSignal
+    first = signal[signal["amp"] == det.amp_names[0]]
+    high = [h for h, s in zip(flats, first["signal_adu"], strict=True) if s > 10000]
+    assert len(high) >= 2
+    table = EoEperTask().run(high, det, bias=products[det_name]["bias"]).eper
+    checked = 0
+    for row in table:
+        truth = sim.amp(det_name, row["amp"])
+        layout = det.ccd_type.amp(row["amp"])
+        d = layout.raw.data_bbox
+        width = d.x.stop - d.x.start
+        # The simulator's serial CTI leaves cti * N_s of the last column's charge in the trail with
+        # N_s = data + prescan width (cp_pipe's convention); eo_pipe divides by W + 1 instead.
+        if truth.serial_cti >= 5e-6:
+            expected = truth.serial_cti * d.x.stop / (width + 1)
+            assert row["scti"] == pytest.approx(expected, rel=0.15), row["amp"]
+            checked += 1
+    assert checked >= 1
+    assert table.meta["PARALLEL_OSCAN"] is False and len(table.meta["EXPOSURES"]) == len(high)
