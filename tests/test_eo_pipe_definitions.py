@@ -11,6 +11,7 @@ from lsst.eo.baseline.biasStability import eo_pipe_bias_stats, readout_corner_sl
 from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.cosmicRays import find_cosmic_rays, persistent_hits_unmasked
 from lsst.eo.baseline.cti import eo_pipe_eper, eo_pipe_minimal_isr, eper
+from lsst.eo.baseline.darkCurrent import dark_current_table
 from lsst.eo.baseline.readNoise import box_stdevs, eo_pipe_read_noise, overscan_sampling_region, sampler_rng
 from lsst.eo.baseline.stacking import clipped_mean_stack
 
@@ -239,3 +240,20 @@ def test_one_frame_hit_in_three_darks_is_not_a_hot_pixel():
     assert mean[20, 20] == pytest.approx(level + 500.0, abs=5 * sigma / np.sqrt(3))
     # Only the grown hit is masked (13 pixels per hit pixel disk, 2 adjacent pixels: 18 distinct).
     assert masks.sum() == 18
+
+
+def test_dark_current_95_is_the_linear_percentile_of_all_amp_pixels():
+    det = get_camera()["R22_S11"]
+    image = np.zeros(det.ccd_type.shape)
+    layout = det.ccd_type.amp("C10")
+    b = layout.bbox
+    ny, nx = b.y.stop - b.y.start, b.x.stop - b.x.start
+    n = ny * nx
+    # The amp holds 0 .. n - 1 (shuffled) and one hot pixel is kept, not clipped: np.percentile
+    # (linear) of n values v_k = k at 95 is 0.95 (n - 1); the median is (n - 1) / 2.
+    values = np.random.default_rng(9).permutation(n).astype(np.float64).reshape(ny, nx)
+    image[b.y.start : b.y.stop, b.x.start : b.x.stop] = values
+    row = dark_current_table(image, det)[0]
+    assert row["amp"] == "C10"
+    assert row["dark_current_95_e_per_s"] == pytest.approx(0.95 * (n - 1), rel=1e-12)
+    assert row["dark_current_median_e_per_s"] == pytest.approx((n - 1) / 2, rel=1e-12)
