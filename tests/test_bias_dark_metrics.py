@@ -14,7 +14,7 @@ from lsst.eo.baseline.ampStream import RawFileHandle
 from lsst.eo.baseline.biasStability import EoBiasStabilityTask
 from lsst.eo.baseline.calibCombine import EoBiasTask, EoDarkTask
 from lsst.eo.baseline.camera import get_camera
-from lsst.eo.baseline.cti import EoCtiTask
+from lsst.eo.baseline.cti import EoCtiTask, EoEperTask
 from lsst.eo.baseline.darkCurrent import EoDarkCurrentTask
 from lsst.eo.baseline.defects import EoBrightDefectsTask
 from lsst.eo.baseline.readNoise import EoReadNoiseTask
@@ -50,10 +50,12 @@ def products(sim):
         flats = _handles(sim, name, "FLAT")
         bias = EoBiasTask().run(biases, det).bias
         dark = EoDarkTask().run(darks, det, bias=bias).dark
+        read_noise = EoReadNoiseTask().run(biases, det)
         out[name] = {
             "bias": bias,
             "dark": dark,
-            "read_noise": EoReadNoiseTask().run(biases, det).readNoise,
+            "read_noise": read_noise.readNoise,
+            "read_noise_exposures": read_noise.readNoiseExposures,
             "stability": EoBiasStabilityTask().run(biases, det),
             "dark_current": EoDarkCurrentTask().run(dark, det).darkCurrent,
             "bright": EoBrightDefectsTask().run(dark, det),
@@ -158,3 +160,74 @@ def test_combined_calibrations(products):
     assert bias.metadata["UNITS"] == "adu" and bias.metadata["NINPUTS"] == 8
     assert dark.metadata["UNITS"] == "electron/s" and dark.metadata["NINPUTS"] == 4
     assert not bias.mask.get("BAD").any()
+
+
+@pytest.mark.parametrize("det_name", DETECTORS)
+def test_eo_pipe_read_noise_headline(sim, products, det_name):
+    table = products[det_name]["read_noise"]
+    for row in table:
+        truth = sim.amp(det_name, row["amp"])
+        expected_adu = truth.read_noise / truth.gain
+        # eo_pipe's estimator: median of 100 box stdevs (400 pixels each, 0.18 adu scatter at 5 adu,
+        # ~0.5% for the median), then the median of 8 biases; the raw (not row-corrected) overscan
+        # adds any row-to-row offsets the simulator injects, so allow 3% (issue tolerance 2% + 1%).
+        assert row["read_noise_adu"] == pytest.approx(expected_adu, rel=0.03), row["amp"]
+        assert row["read_noise_e"] == pytest.approx(row["read_noise_adu"] * row["gain_e_per_adu"])
+        assert row["gain_source"] == "CAMERA"
+    assert table.meta["SAMPLER_SEED"] == EoReadNoiseTask.ConfigClass().samplerSeed
+    per_exposure = products[det_name]["read_noise_exposures"]
+    assert len(per_exposure) == 8 * 16
+    for row in table:
+        sel = per_exposure[per_exposure["amp"] == row["amp"]]
+        assert row["read_noise_adu"] == pytest.approx(np.median(sel["read_noise_adu"]))
+
+
+@pytest.mark.parametrize("det_name", DETECTORS)
+def test_eo_pipe_bias_stability_columns(sim, products, det_name):
+    per_exposure = products[det_name]["stability"].exposures
+    for row in per_exposure:
+        truth = sim.amp(det_name, row["amp"])
+        # Overscan-corrected bias, no bias frame: pixel variance = read noise^2 + the fixed column
+        # pattern (bias_col_rms^2; the row offsets and the start-of-frame ramp are in the overscan
+        # too and go with the row correction) + the variance of the per-row median of 56 overscan
+        # columns (pi / 2 * noise^2 / 56).  10-sigma clipped mean ~0 (1M pixels: 0.005 adu, plus
+        # the row medians, 5 * 1.25 / sqrt(56 * 2000) = 0.02 adu); the stdev of 1M pixels is good
+        # to 0.1%, the column-pattern sample of 509-512 columns to 1/sqrt(2 * 512) = 3% of its
+        # part: 3% tolerance; the corner box (200 columns, 40k pixels) 5%, its mean 0.5 adu (the
+        # mean of 200 columns of the pattern scatters by up to 1.2 / sqrt(200) = 0.085 adu, 5 sigma
+        # 0.42, plus 0.025 adu of pixel noise).
+        noise = truth.read_noise / truth.gain
+        expected = np.sqrt(noise**2 * (1 + np.pi / 2 / 56) + truth.bias_col_rms**2)
+        assert abs(row["mean_adu"]) < 0.1, row["amp"]
+        assert row["stdev_adu"] == pytest.approx(expected, rel=0.03), row["amp"]
+        assert abs(row["rc_mean_adu"]) < 0.5, row["amp"]
+        assert row["rc_stdev_adu"] == pytest.approx(expected, rel=0.05), row["amp"]
+    # The simulator's biases have TESTTYPE BIAS: eo_pipe's bias_stability query would not select them.
+    assert not per_exposure["eo_pipe_selected"].any()
+    assert set(per_exposure["observation_reason"]) == {"bias"}
+
+
+@pytest.mark.parametrize("det_name", DETECTORS)
+def test_eo_pipe_eper_recovers_injected_cti(sim, products, det_name):
+    det = get_camera()[det_name]
+    flats = _handles(sim, det_name, "FLAT")
+    # The high-signal flats (ctiVsSignal rows of an amplifier are in the handles' exposure order).
+    signal = products[det_name]["cti"].ctiVsSignal
+    first = signal[signal["amp"] == det.amp_names[0]]
+    high = [h for h, s in zip(flats, first["signal_adu"], strict=True) if s > 10000]
+    assert len(high) >= 2
+    table = EoEperTask().run(high, det, bias=products[det_name]["bias"]).eper
+    checked = 0
+    for row in table:
+        truth = sim.amp(det_name, row["amp"])
+        layout = det.ccd_type.amp(row["amp"])
+        d = layout.raw.data_bbox
+        width = d.x.stop - d.x.start
+        # The simulator's serial CTI leaves cti * N_s of the last column's charge in the trail with
+        # N_s = data + prescan width (cp_pipe's convention); eo_pipe divides by W + 1 instead.
+        if truth.serial_cti >= 5e-6:
+            expected = truth.serial_cti * d.x.stop / (width + 1)
+            assert row["scti"] == pytest.approx(expected, rel=0.15), row["amp"]
+            checked += 1
+    assert checked >= 1
+    assert table.meta["PARALLEL_OSCAN"] is False and len(table.meta["EXPOSURES"]) == len(high)

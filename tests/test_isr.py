@@ -170,3 +170,21 @@ def test_eper_recovers_injected_trail():
     assert e["serial_eper"] == pytest.approx(cti_s, rel=0.01)
     assert e["parallel_eper"] == pytest.approx(cti_p, rel=0.01)
     assert e["image_mean"] == pytest.approx(signal, rel=1e-3)
+
+
+def test_overscan_outlier_mask_uses_ip_isr_0p74_iqr_factor():
+    # Each row: 50 values -1, 50 values +1 and one value v (101 columns).  Sorted, the quartiles at
+    # 0.25 * 100 = 25 and 0.75 * 100 = 75 are -1 and +1 (IQR 2) and the median (index 50) is +1.
+    # ip_isr's maskOutliers: sigma_row = 0.74 * 2 = 1.48, masked if |v - 1| > 3 * 1.48 = 4.44.
+    # v = 5.445 (|v - 1| = 4.445) is masked with 0.74 but would be kept with afw's 0.7413
+    # (3 * 0.7413 * 2 = 4.448).  Masked: the row median of the other 100 values is (-1 + 1) / 2 = 0;
+    # kept: the median of 101 values is +1.
+    row = np.concatenate([np.full(50, -1.0), np.full(50, 1.0), [5.445]])
+    overscan = np.tile(row, (10, 1))
+    np.testing.assert_array_equal(serial_overscan_rows(overscan, 0, 0, 1000.0, 3.0), 0.0)
+    # Same on the general (non-finite-aware) path: a NaN pixel in row 0 only changes row 0.
+    overscan[0, 0] = np.nan
+    np.testing.assert_array_equal(serial_overscan_rows(overscan, 0, 0, 1000.0, 3.0)[1:], 0.0)
+    # Just inside the 0.74 threshold (|v - 1| = 4.435 < 4.44) the value is kept: median +1.
+    overscan = np.tile(np.concatenate([row[:-1], [5.435]]), (10, 1))
+    np.testing.assert_array_equal(serial_overscan_rows(overscan, 0, 0, 1000.0, 3.0), 1.0)

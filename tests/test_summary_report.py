@@ -29,8 +29,8 @@ def test_registry_is_consistent():
 
 def test_summary_joins_and_derives():
     e2v, itl = get_camera()["R22_S11"], get_camera()["R01_S01"]
-    rn = {e2v.id: _table(e2v, "read_noise_overscan_e", np.linspace(4, 10, 16)),
-          itl.id: _table(itl, "read_noise_overscan_e", np.full(16, 6.0))}  # fmt: skip
+    rn = {e2v.id: _table(e2v, "read_noise_e", np.linspace(4, 10, 16)),
+          itl.id: _table(itl, "read_noise_e", np.full(16, 6.0))}  # fmt: skip
     bright = {e2v.id: Table({"amp": e2v.amp_names, "bright_pixels": np.full(16, 512 * 2002 // 100),
                              "bright_columns": np.zeros(16, int)})}  # fmt: skip
     wl = Table({"led": ["uv", "red"], "filter": ["NONE", "NONE"], "amp": ["C10", "C10"],
@@ -50,7 +50,7 @@ def test_summary_joins_and_derives():
 def test_statistics_and_spec():
     e2v = get_camera()["R22_S11"]
     values = np.linspace(4, 10, 16)  # 4 amps above 9 e-
-    summary = build_run_summary({"eoReadNoise": {e2v.id: _table(e2v, "read_noise_overscan_e", values)}})
+    summary = build_run_summary({"eoReadNoise": {e2v.id: _table(e2v, "read_noise_e", values)}})
     st = metric_statistics(summary, METRICS["read_noise"])
     assert st["vendors"]["E2V"]["median"] == pytest.approx(np.median(values))
     assert st["vendors"]["E2V"]["n_out"] == int((values > 9).sum()) == 3
@@ -70,11 +70,11 @@ def test_comparison_flags_changes_and_missing():
     after_values[3] = 7.0  # +16.7%, beyond the 5% tolerance
     after_values[4] = 6.1  # +1.7%, within it
     before_tables = {
-        e2v.id: _table(e2v, "read_noise_overscan_e", before_values),
-        itl.id: _table(itl, "read_noise_overscan_e", before_values),
+        e2v.id: _table(e2v, "read_noise_e", before_values),
+        itl.id: _table(itl, "read_noise_e", before_values),
     }
     before = build_run_summary({"eoReadNoise": before_tables})
-    after = build_run_summary({"eoReadNoise": {e2v.id: _table(e2v, "read_noise_overscan_e", after_values)}})
+    after = build_run_summary({"eoReadNoise": {e2v.id: _table(e2v, "read_noise_e", after_values)}})
     c = compare_summaries(after, before, METRICS["read_noise"])
     assert [name for name, _, _ in c["changed"]] == [f"R22_S11 {e2v.amp_names[3]}"]
     assert len(c["only_previous"]) == 16 and not c["only_current"]
@@ -85,7 +85,7 @@ def test_comparison_flags_changes_and_missing():
 def test_figures_draw():
     e2v = get_camera()["R22_S11"]
     summary = build_run_summary(
-        {"eoReadNoise": {e2v.id: _table(e2v, "read_noise_overscan_e", np.linspace(4, 10, 16))}}
+        {"eoReadNoise": {e2v.id: _table(e2v, "read_noise_e", np.linspace(4, 10, 16))}}
     )
     fig = focal_plane_mosaic(summary, "read_noise", "Read noise (e-)", (0, 20))
     assert fig.axes and fig.axes[0].get_title() == "Read noise (e-)"

@@ -17,6 +17,7 @@ masks are boolean arrays, True where a pixel is bad.
 from __future__ import annotations
 
 __all__ = [
+    "OVERSCAN_IQR_FACTOR",
     "OverscanResult",
     "apply_parallel_overscan",
     "apply_serial_overscan",
@@ -34,8 +35,12 @@ import numpy as np
 from scipy.ndimage import binary_dilation, generate_binary_structure
 from scipy.signal import medfilt
 
-from .afwstats import IQR_TO_SIGMA, clipped_stats, quantiles_along
+from .afwstats import clipped_stats, quantiles_along
 from .camera import AmpLayout, CcdType
+
+OVERSCAN_IQR_FACTOR = 0.74
+"""IQR-to-sigma factor of ip_isr's per-row overscan outlier mask (``overscan.py::maskOutliers``
+writes ``0.74 * (uq - lq)``), not afw's 0.741301109252802 used by the clipped statistics."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ def _robust_row_mask(values: np.ndarray, nsig: float) -> np.ndarray:
     by more than ``nsig`` sigma_row.
     """
     q1, med, q3 = quantiles_along(values, (0.25, 0.5, 0.75), axis=1)
-    sigma = IQR_TO_SIGMA * (q3 - q1)
+    sigma = OVERSCAN_IQR_FACTOR * (q3 - q1)
     typical = np.median(sigma)
     sigma = np.where(sigma > 2.0 * typical, typical, sigma)
     return np.abs(values - med[:, None]) > nsig * sigma[:, None]
@@ -151,7 +156,7 @@ def _sorted_row_levels(region: np.ndarray, max_deviation: float, nsig: float) ->
     n_rows, n_cols = ordered.shape
     level = float(np.median(ordered[::4]))
     (q1, med, q3) = (_sorted_quantile(ordered, q) for q in (0.25, 0.5, 0.75))
-    sigma = IQR_TO_SIGMA * (q3 - q1)
+    sigma = OVERSCAN_IQR_FACTOR * (q3 - q1)
     typical = np.median(sigma)
     sigma = np.where(sigma > 2.0 * typical, typical, sigma)
     # Kept: level - max_dev <= x <= level + max_dev and med - nsig sigma <= x <= med + nsig sigma.

@@ -44,9 +44,9 @@ from .camera import get_camera
 from .metrics import load_metrics
 
 SUMMARY_DATASETS = (
-    "eoReadNoise", "eoCti", "eoBiasStability", "eoDarkCurrent", "eoBrightDefects", "eoGainStability",
-    "eoRowMeansVariance", "eoBrighterFatter", "eoPtcSummary", "eoLinearity", "eoDivisaderoTearing",
-    "eoDarkDefects", "eoWavelengthFlats", "eoPersistence",
+    "eoReadNoise", "eoCti", "eoEper", "eoBiasStability", "eoDarkCurrent", "eoBrightDefects",
+    "eoGainStability", "eoRowMeansVariance", "eoBrighterFatter", "eoPtcSummary", "eoLinearity",
+    "eoDivisaderoTearing", "eoDarkDefects", "eoWavelengthFlats", "eoPersistence",
 )  # fmt: skip
 """Per-detector tables gathered into the summary (connection name = dataset type name)."""
 
