@@ -134,6 +134,9 @@ def _our_ptc():
         ptc.set("nPixelCovariances", amp, np.array([1000, 1000, 1000]))
         ptc.set("measuredMeans", amp, np.array([1.1, 2.1, 3.1]))
     ptc.set("nPixelCovariances", "C11", np.array([1000, 999, 1000]))
+    # A failed fit leaves empty matrices: written as NaN of the right size, as ip_isr needs.
+    ptc.set("aMatrix", "C11", np.full((0, 0), np.nan))
+    ptc.set("covariancesModel", "C11", np.full((0, 0, 0), np.nan))
     return ptc
 
 
@@ -154,11 +157,13 @@ def test_our_ptc_file_in_ip_isr_layout_round_trips(tmp_path):
         np.testing.assert_array_equal(back.inputExpIdPairs[amp], ptc.inputExpIdPairs[amp])
         np.testing.assert_array_equal(back.expIdMask[amp], ptc.expIdMask[amp])
         np.testing.assert_array_equal(back.covariances[amp], ptc.covariances[amp])
-        np.testing.assert_array_equal(back.aMatrix[amp], ptc.aMatrix[amp])
         np.testing.assert_array_equal(back.ptcFitPars[amp], ptc.ptcFitPars[amp])
         np.testing.assert_array_equal(back.measuredMeans[amp], ptc.measuredMeans[amp])
         np.testing.assert_array_equal(back.nPixelCovariances[amp], ptc.nPixelCovariances[amp])
         assert back.gain[amp] == 1.6
+    np.testing.assert_array_equal(back.aMatrix["C10"], np.ones((RF, RF)))
+    assert back.aMatrix["C11"].shape == (RF, RF) and np.all(np.isnan(back.aMatrix["C11"]))
+    assert back.covariancesModel["C11"].shape == (N, RF, RF)
     assert back.metadata["DET_NAME"] == "R22_S11"
 
 

@@ -189,8 +189,8 @@ class EoPtcDataset:
         dtype = {"mask": bool, "ids": np.int64}.get(kind, np.float64)
         fill = {"mask": False, "ids": -1}.get(kind, np.nan)
         out = np.full(shape, fill, dtype=dtype)
-        if value is not None:
-            arr = np.asarray(value, dtype=dtype)
+        arr = np.asarray(value if value is not None else [], dtype=dtype)
+        if arr.size:  # empty (e.g. a fit that never ran) stays at the fill value
             if kind == "square":
                 arr = arr.reshape(-1)
                 if arr.size != rf * rf:
