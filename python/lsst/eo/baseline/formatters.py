@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RawCcdFormatter", "UncompressedImageFormatter"]
+__all__ = ["DefectsFitsFormatter", "RawCcdFormatter", "UncompressedImageFormatter"]
 
 from typing import Any
 
@@ -11,6 +11,7 @@ from lsst.images.formatters import GenericFormatter
 from lsst.resources import ResourcePath
 
 from .camera import get_camera
+from .defectsIo import read_defects_fits, write_defects_fits
 from .rawdata import RawCcd
 from .rawio import read_housekeeping, read_raw, write_raw_ccd
 
@@ -63,3 +64,23 @@ class UncompressedImageFormatter(GenericFormatter):
     def _get_compression_options(self) -> dict[str, Any]:
         # Private hook of GenericFormatter; pinned lsst-images version (requirements).
         return {"image": None, "mask": None, "variance": None}
+
+
+class DefectsFitsFormatter(FormatterV2):
+    """Read and write defect lists (astropy tables of boxes) in ip_isr's ``Defects`` FITS layout.
+
+    See `lsst.eo.baseline.defectsIo`: a stack user reads the file with
+    ``lsst.ip.isr.Defects.readFits``.
+    """
+
+    default_extension = ".fits"
+    can_read_from_local_file = True
+    unsupported_parameters = None
+
+    def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
+        # Docstring inherited.
+        return read_defects_fits(path)
+
+    def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
+        # Docstring inherited.
+        write_defects_fits(in_memory_dataset, uri.ospath)
