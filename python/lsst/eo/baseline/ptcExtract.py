@@ -77,14 +77,14 @@ class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument",
     brightDefects = cT.PrerequisiteInput(
         name="eoBrightDefectsList",
         doc="Bright-defect boxes masked in the pair statistics, if present (doDefectMask).",
-        storageClass="ArrowAstropy",
+        storageClass="EoDefects",
         dimensions=("instrument", "detector"),
         minimum=0,
     )
     darkDefects = cT.PrerequisiteInput(
         name="eoDarkDefectsList",
         doc="Dark-defect boxes masked in the pair statistics, if present (doDefectMask).",
-        storageClass="ArrowAstropy",
+        storageClass="EoDefects",
         dimensions=("instrument", "detector"),
         minimum=0,
     )
