@@ -159,7 +159,7 @@ def test_report_comparison(reported):
     # Flat-pair metrics exist only in the current run: reported as amps only in this run.
     ptc = compare_summaries(now, before, {m.name: m for m in load_metrics()}["ptc_gain"])
     assert not ptc["vendors"] and (len(ptc["only_current"]) == 16 or not np.isfinite(now["ptc_gain"]).any())
-    assert "Read noise (e-)" in text and "eoFpDiffReadNoise.png" in text
+    assert "Read noise (eo_pipe) (e-)" in text and "eoFpDiffReadNoise.png" in text
 
 
 @pytest.mark.slow

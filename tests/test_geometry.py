@@ -232,9 +232,10 @@ def test_header_detsec_tiles_detsize():
 # Focal-plane placement (obs_lsst policy/rafts.yaml, cameraHeader.yaml, policy/lsstCam/R04.yaml,
 # generateCamera.py: centre = raft offset + offset rotated by the raft yaw; yaw = sensor + raft yaw).
 def test_science_amp_outline_in_focal_plane():
-    # R22_S11 sits at the origin with yaw 0; e2v 4096 x 4004 pixels of 10 um, centre at pixel
-    # (2048, 2002).  C10 covers pixels x 0..512, y 2002..4004 -> x (0 - 2048) * 0.01 = -20.48 to
-    # (512 - 2048) * 0.01 = -15.36 mm, y 0 to (4004 - 2002) * 0.01 = 20.02 mm: upper left of the CCD.
+    # R22_S11 sits at the origin with yaw 0; e2v 4096 x 4004 pixels of 10 um, reference pixel
+    # centre (2047.5, 2001.5), i.e. box-edge coordinate (2048, 2002).  C10 covers pixel edges x 0..512,
+    # y 2002..4004 -> x (0 - 2048) * 0.01 = -20.48 to (512 - 2048) * 0.01 = -15.36 mm, y 0 to
+    # (4004 - 2002) * 0.01 = 20.02 mm: upper left of the CCD.
     det = CAMERA["R22_S11"]
     b = det.ccd_type.amp("C10").bbox
     corners = pixel_box_to_focal_plane(det, b.x.start, b.y.start, b.x.stop, b.y.stop)
@@ -251,10 +252,11 @@ def test_corner_raft_sensor_placement():
     assert sg0.yaw_deg == 180.0
     assert sg1.focal_plane_mm == pytest.approx((212.24, -258.74))
     assert sg1.yaw_deg == 270.0
-    # A 180-degree turn sends the CCD's pixel origin (its lower left) to the upper right:
-    # ITL 4072 x 4000 -> +20.36 mm, +20.00 mm from the centre.
+    # A 180-degree turn sends the CCD's pixel origin (its lower left) to the upper right: the ITL
+    # reference pixel centre is (2036.5, 2000.5), so the lower-left box edge (-0.5, -0.5) is
+    # (-2037 x 0.01, -2001 x 0.01) = (-20.37, -20.01) mm from it, turned to (+20.37, +20.01).
     ny, nx = sg0.ccd_type.shape
-    assert pixel_box_to_focal_plane(sg0, 0, 0, nx, ny)[0] == pytest.approx((258.74 + 20.36, -212.24 + 20.0))
+    assert pixel_box_to_focal_plane(sg0, 0, 0, nx, ny)[0] == pytest.approx((258.74 + 20.37, -212.24 + 20.01))
 
 
 def test_detectors_do_not_overlap_in_focal_plane():

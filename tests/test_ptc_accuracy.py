@@ -77,6 +77,9 @@ def test_noise_within_3_percent(results):
         ours = r["bf"][amp]["ptc_noise_overscan_corrected_e"]
         assert ours == pytest.approx(truth.read_noise, rel=0.03), (det, amp, ours, truth.read_noise)
         assert r["bf"][amp]["overscan_columns"] == (48 if det == "R22_S11" else 58)
+        # eoPtcSummary carries the same two definitions under the same names.
+        assert r["summary"][amp]["ptc_noise_e"] == pytest.approx(r["bf"][amp]["ptc_noise_e"], rel=1e-12)
+        assert r["summary"][amp]["ptc_noise_overscan_corrected_e"] == pytest.approx(ours, rel=1e-9)
 
 
 def test_a00_within_10_percent(results):

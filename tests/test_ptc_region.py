@@ -11,7 +11,7 @@ from astropy.table import Table
 from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.covariance import measure_pair
 from lsst.eo.baseline.defectBoxes import defect_mask
-from lsst.eo.baseline.focalPlane import amp_focal_plane_radius_m, detector_centre_mm, pixel_focal_plane_mm
+from lsst.eo.baseline.focalPlane import amp_focal_plane_radius_m, pixel_focal_plane_mm
 from lsst.eo.baseline.ptcExtract import EoPtcExtractTask
 from lsst.eo.baseline.ptcRegion import VIGNETTE_COEFFS, amp_use_masks, vignette_keep
 
@@ -19,11 +19,12 @@ from lsst.eo.baseline.ptcRegion import VIGNETTE_COEFFS, amp_use_masks, vignette_
 def test_focal_plane_positions_of_hand_worked_pixels():
     # R22_S11 (e2v) is the camera centre; its reference pixel (2047.5, 2001.5) is at (0, 0) and
     # pixel (0, 0) at (-2047.5, -2001.5) x 0.010 mm = (-20.475, -20.015) mm.
-    fx, fy = pixel_focal_plane_mm("R22_S11", "E2V", np.array([2047.5, 0.0]), np.array([2001.5, 0.0]))
+    camera = get_camera()
+    fx, fy = pixel_focal_plane_mm(camera["R22_S11"], np.array([2047.5, 0.0]), np.array([2001.5, 0.0]))
     assert fx == pytest.approx([0.0, -20.475], abs=1e-9)
     assert fy == pytest.approx([0.0, -20.015], abs=1e-9)
     # R01_S00 (ITL): raft R01 at (-127, -254), slot S00 at (-42.25, -42.25) -> (-169.25, -296.25).
-    assert detector_centre_mm("R01_S00") == (-169.25, -296.25)
+    assert camera["R01_S00"].focal_plane_mm == (-169.25, -296.25)
     # Its pixel (0, 0), refpos (2036.5, 2000.5): (-189.615, -316.255) mm, r = 368.743 mm; the
     # opposite corner (4071, 3999): (-148.885, -276.265) mm, r = 313.839 mm.
     det = get_camera()["R01_S00"]
@@ -34,9 +35,11 @@ def test_focal_plane_positions_of_hand_worked_pixels():
     assert r.shape == (4000, 4072)
     assert r[0, 0] * 1000 == pytest.approx(368.7426, abs=1e-3)
     assert r[3999, 4071] * 1000 == pytest.approx(313.8392, abs=1e-3)
-    # Corner rafts are not modelled.
-    with pytest.raises(ValueError, match="not a science CCD"):
-        detector_centre_mm("R00_SG0")
+    # A wavefront half-CCD (ITL 4072 x 2000, no refpos in the policy files: geometric centre
+    # (2035.5, 999.5)) with yaw 0 has its centre pixel at its focal-plane position.
+    wf = next(d for d in camera if d.ccd_type.shape == (2000, 4072) and d.yaw_deg == 0.0)
+    fx, fy = pixel_focal_plane_mm(wf, np.array([2035.5]), np.array([999.5]))
+    assert (fx[0], fy[0]) == pytest.approx(wf.focal_plane_mm, abs=1e-9)
 
 
 def test_vignette_keep_rule():

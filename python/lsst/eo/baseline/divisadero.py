@@ -39,6 +39,8 @@ __all__ = [
     "column_profile",
 ]
 
+import warnings
+
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
@@ -73,8 +75,11 @@ def column_profile(
         fitted range have a finite, non-zero mean (e.g. an amplifier without signal).
     """
     block = np.asarray(amp_image[row_min:row_max], dtype=np.float64)
-    # eo_pipe: astropy defaults (sigma 3 both sides, maxiters 5, median centre, std ddof 0).
-    with np.errstate(invalid="ignore"):
+    # eo_pipe: astropy defaults (sigma 3 both sides, maxiters 5, median centre, std ddof 0).  A
+    # column without a finite pixel (an amplifier without data) has a NaN mean: numpy's "empty
+    # slice" warnings say nothing more.
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         means, _, _ = sigma_clipped_stats(block, axis=0)
     means = np.ma.filled(np.asarray(means, dtype=np.float64), np.nan)
     nan_profile = np.full(means.shape, np.nan)

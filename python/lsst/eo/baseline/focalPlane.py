@@ -1,111 +1,78 @@
-"""Focal-plane position of detector pixels (cameraGeom PIXELS -> FOCAL_PLANE) for science CCDs.
+"""Focal-plane position of detector pixels (cameraGeom PIXELS -> FOCAL_PLANE), for every detector.
 
-The transform is the one obs_lsst's generated LSSTCam camera gives a science CCD (obs_lsst
-0e84d75: ``policy/rafts.yaml``, ``policy/cameraHeader.yaml``, ``policy/lsstCam/R*.yaml``,
-assembled by ``python/lsst/obs/lsst/script/generateCamera.py``):
+The transform is the one obs_lsst's generated LSSTCam camera gives (obs_lsst 0e84d75:
+``policy/rafts.yaml``, ``policy/cameraHeader.yaml``, ``policy/lsstCam/R*.yaml``, assembled by
+``python/lsst/obs/lsst/script/generateCamera.py``): a detector's reference pixel sits at its
+focal-plane position (`~lsst.eo.baseline.camera.DetectorInfo.focal_plane_mm`: raft offset plus slot
+offset, rotated by the raft yaw for the corner rafts) and its pixel axes are turned
+counter-clockwise by its yaw (`~lsst.eo.baseline.camera.DetectorInfo.yaw_deg`, 0 for every science
+CCD); pixels are 0.010 mm.  Reference pixels (``cameraHeader.yaml`` ``refpos``, pixel-centre
+coordinates): (2047.5, 2001.5) for e2v and (2036.5, 2000.5) for ITL CCDs, guiders included.  The
+wavefront half-CCDs are taken to be referenced at their geometric centre (no refpos for them in
+the policy files read).
 
-* raft ``Rab`` is centred at ``((b - 2) 127, (a - 2) 127)`` mm (``rafts.yaml`` offsets; science
-  rafts have no yaw);
-* CCD ``Scd`` sits at ``((d - 1) 42.25, (c - 1) 42.25)`` mm from its raft centre
-  (``cameraHeader.yaml`` ccd offsets); every science CCD of ``lsstCam/R*.yaml`` has
-  ``geometryWithinRaft`` offset [0, 0] and yaw 0;
-* pixel ``(x, y)`` maps to ``centre + (x - refpos_x, y - refpos_y) * 0.010`` mm, with refpos
-  (2047.5, 2001.5) for e2v and (2036.5, 2000.5) for ITL CCDs (``cameraHeader.yaml`` ``CCD_E2V``
-  / ``CCD_ITL``; pixel size 0.010 mm, no transpose, pitch/roll/yaw 0).
-
-Pixel coordinates are assembled detector pixels ``[y, x]``, taken to be the cameraGeom ones.
-Corner-raft (wavefront, guider) CCDs are rotated and offset individually and are not covered:
-`detector_centre_mm` raises for them.
+Pixel coordinates are assembled detector pixels in the cameraGeom layout (`camera`), with pixel
+``i`` centred on coordinate ``i``.  The focal-plane mosaics (`plotting`) and cp_pipe's vignetting
+region selection (`ptcRegion`) both use this module.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "CCD_PITCH_MM",
     "PIXEL_SIZE_MM",
-    "RAFT_PITCH_MM",
     "REFPOS",
     "amp_focal_plane_radius_m",
-    "detector_centre_mm",
     "pixel_focal_plane_mm",
+    "reference_pixel",
 ]
-
-import re
 
 import numpy as np
 
 from .camera import AmpLayout, DetectorInfo
 
-RAFT_PITCH_MM = 127.0
-"""Distance between neighbouring science raft centres (obs_lsst ``policy/rafts.yaml``)."""
-
-CCD_PITCH_MM = 42.25
-"""Distance between neighbouring CCD centres in a raft (obs_lsst ``policy/cameraHeader.yaml``)."""
-
 PIXEL_SIZE_MM = 0.010
 """Pixel size (obs_lsst ``cameraHeader.yaml`` ``pixelSize``)."""
 
 REFPOS = {"E2V": (2047.5, 2001.5), "ITL": (2036.5, 2000.5)}
-"""Pixel (x, y) at the CCD's focal-plane position, by vendor (obs_lsst ``cameraHeader.yaml``)."""
-
-_SCIENCE_NAME = re.compile(r"^R([0-4])([0-4])_S([0-2])([0-2])$")
-_CORNER_RAFTS = {"R00", "R04", "R40", "R44"}
+"""Pixel (x, y) at a full-size CCD's focal-plane position, by vendor (obs_lsst ``cameraHeader.yaml``)."""
 
 
-def detector_centre_mm(name: str) -> tuple[float, float]:
-    """Focal-plane position (mm) of a science CCD's reference pixel.
+def reference_pixel(detector: DetectorInfo) -> tuple[float, float]:
+    """Pixel (x, y) of ``detector`` placed at its focal-plane position.
 
-    Parameters
-    ----------
-    name : `str`
-        Detector name ``Rab_Scd``.
-
-    Returns
-    -------
-    x, y : `float`
-        Focal-plane coordinates (mm).
-
-    Raises
-    ------
-    ValueError
-        For a corner-raft or malformed name.
+    Full-size CCDs use the obs_lsst reference pixel of their vendor; other shapes (the wavefront
+    half-CCDs) their geometric centre.
     """
-    match = _SCIENCE_NAME.match(name)
-    if match is None or name[:3] in _CORNER_RAFTS:
-        raise ValueError(f"{name!r} is not a science CCD (Rab_Scd outside the corner rafts)")
-    a, b, c, d = (int(g) for g in match.groups())
-    return (
-        (b - 2) * RAFT_PITCH_MM + (d - 1) * CCD_PITCH_MM,
-        (a - 2) * RAFT_PITCH_MM + (c - 1) * CCD_PITCH_MM,
-    )
+    ny, nx = detector.ccd_type.shape
+    full_size = {"E2V": (4004, 4096), "ITL": (4000, 4072)}
+    if full_size.get(detector.vendor) == (ny, nx):
+        return REFPOS[detector.vendor]
+    return (nx - 1) / 2.0, (ny - 1) / 2.0
 
 
 def pixel_focal_plane_mm(
-    name: str, vendor: str, x: np.ndarray, y: np.ndarray
+    detector: DetectorInfo, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Focal-plane coordinates (mm) of assembled detector pixels.
 
     Parameters
     ----------
-    name : `str`
-        Science detector name.
-    vendor : `str`
-        ``E2V`` or ``ITL`` (selects the reference pixel).
+    detector : `~lsst.eo.baseline.camera.DetectorInfo`
+        Detector (focal-plane position, yaw, CCD type).
     x, y : `numpy.ndarray`
-        Pixel coordinates (column, row), any broadcastable shapes.
+        Pixel coordinates (column, row; pixel centres at integers), any broadcastable shapes.
 
     Returns
     -------
     fx, fy : `numpy.ndarray`
         Focal-plane x and y (mm).
     """
-    if vendor not in REFPOS:
-        raise ValueError(f"Unknown CCD vendor {vendor!r} for {name}; expected one of {sorted(REFPOS)}")
-    cx, cy = detector_centre_mm(name)
-    rx, ry = REFPOS[vendor]
-    fx = cx + (np.asarray(x, dtype=np.float64) - rx) * PIXEL_SIZE_MM
-    fy = cy + (np.asarray(y, dtype=np.float64) - ry) * PIXEL_SIZE_MM
-    return fx, fy
+    rx, ry = reference_pixel(detector)
+    dx = (np.asarray(x, dtype=np.float64) - rx) * PIXEL_SIZE_MM
+    dy = (np.asarray(y, dtype=np.float64) - ry) * PIXEL_SIZE_MM
+    cos, sin = detector.yaw_cos_sin
+    cx, cy = detector.focal_plane_mm
+    return cx + cos * dx - sin * dy, cy + sin * dx + cos * dy
 
 
 def amp_focal_plane_radius_m(detector: DetectorInfo, layout: AmpLayout) -> np.ndarray:
@@ -120,5 +87,5 @@ def amp_focal_plane_radius_m(detector: DetectorInfo, layout: AmpLayout) -> np.nd
     b = layout.bbox
     x = np.arange(b.x.start, b.x.stop, dtype=np.float64)[None, :]
     y = np.arange(b.y.start, b.y.stop, dtype=np.float64)[:, None]
-    fx, fy = pixel_focal_plane_mm(detector.name, detector.vendor, x, y)
+    fx, fy = pixel_focal_plane_mm(detector, x, y)
     return np.hypot(fx, fy) / 1000.0

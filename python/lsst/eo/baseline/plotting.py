@@ -41,10 +41,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .camera import DetectorInfo, get_camera  # noqa: E402
+from .focalPlane import pixel_focal_plane_mm  # noqa: E402
 from .metrics import MetricSpec  # noqa: E402
 
 VENDOR_COLORS = {"ITL": "tab:orange", "E2V": "tab:blue"}
-_PIXEL_MM = 0.010
 
 
 def pixel_box_to_focal_plane(det: DetectorInfo, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -61,15 +61,11 @@ def pixel_box_to_focal_plane(det: DetectorInfo, x0: float, y0: float, x1: float,
     -------
     corners : `numpy.ndarray`
         (4, 2) corners (x0, y0), (x1, y0), (x1, y1), (x0, y1) in focal-plane mm: the detector's
-        centre pixel at ``det.focal_plane_mm``, its pixel axes turned counter-clockwise by
-        ``det.yaw_deg``.
+        transform of `lsst.eo.baseline.focalPlane.pixel_focal_plane_mm`.
     """
-    ny, nx = det.ccd_type.shape
-    px = (np.array([x0, x1, x1, x0]) - nx / 2) * _PIXEL_MM
-    py = (np.array([y0, y0, y1, y1]) - ny / 2) * _PIXEL_MM
-    cos, sin = det.yaw_cos_sin
-    cx, cy = det.focal_plane_mm
-    return np.stack([cx + cos * px - sin * py, cy + sin * px + cos * py], axis=1)
+    # Box edges lie half a pixel before the first and after the last pixel centre.
+    fx, fy = pixel_focal_plane_mm(det, np.array([x0, x1, x1, x0]) - 0.5, np.array([y0, y0, y1, y1]) - 0.5)
+    return np.stack([fx, fy], axis=1)
 
 
 @functools.cache

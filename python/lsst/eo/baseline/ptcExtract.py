@@ -385,18 +385,9 @@ class EoPtcExtractTask(PipelineTask):
                 int(np.count_nonzero(defect_pixels)),
                 len(defects),
             )
-        vignette = cfg.doVignetteFunctionRegionSelection
-        if vignette and detector.purpose != "SCIENCE":
-            self.log.warning(
-                "%s is a %s CCD: no focal-plane model for it here, so the vignetting region selection "
-                "is skipped (all pixels inside the edge are used)",
-                detector.name,
-                detector.purpose,
-            )
-            vignette = False
         masks, used = amp_use_masks(
             detector,
-            vignette=vignette,
+            vignette=cfg.doVignetteFunctionRegionSelection,
             coeffs=tuple(cfg.vignetteFunctionPolynomialCoeffs),
             percent=cfg.vignetteFunctionRegionSelectionPercent,
             min_pixels=cfg.vignetteFunctionRegionSelectionMinimumPixels,

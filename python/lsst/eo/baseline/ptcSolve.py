@@ -16,10 +16,12 @@ pixel spread of a flat, which is < 1%).  This needs the photodiode charge (CCOBF
 against exposure time the source's flux jitter hides the non-linearity and no linearization is
 done.  Without it the PTC turns off where the non-linearity, not saturation, bends the variance.
 
-Read noise: the fitted PTC intercept contains the variance that the per-row serial-overscan
+Read noise: ``ptc_noise_e`` of the summary is the fit's noise, cp_pipe's ``noise`` (eo_pipe
+``ptc_noise``).  The fitted intercept contains the variance that the per-row serial-overscan
 subtraction adds to every pixel (the variance of a median of n overscan pixels, pi/2 sigma^2 / n,
-~3% for n = 48); ``ptc_noise_e`` of the summary has it removed, using each pair's measured
-overscan noise, while ``eoPtc``'s ``NOISE`` keeps cp_pipe's value.
+~3% for n = 48); ``ptc_noise_overscan_corrected_e`` (ours) has it removed, using the pairs'
+measured overscan noise and the amplifier's overscan column count (ITL 58, e2v 48).
+``max_observed_signal_adu`` is the largest measured (not linearised) mean of all pairs.
 
 Deliberate deviation from cp_pipe: cp_pipe corrects deferred charge pixel by pixel in its PTC ISR
 with a separately calibrated CTI model.  Here the first-order effect of CTI on the pair statistics
@@ -67,6 +69,7 @@ from .ampFlags import (
     nan_median,
 )
 from .camera import DetectorInfo, get_camera
+from .flatPairStats import max_observed_signal, overscan_corrected_noise, serial_overscan_columns
 from .linearity import fit_linearizer
 from .ptc import fit_ptc_amp
 from .ptcDataset import EoPtcDataset
@@ -217,10 +220,6 @@ class EoPtcSolveConfig(PipelineTaskConfig, pipelineConnections=EoPtcSolveConnect
         doc="Fit a linearizer to mean vs photodiode charge and linearise the pair statistics (see module).",
         default=True,
     )
-    overscanFitColumns = Field[int](
-        doc="Serial-overscan columns per row used by the ISR's row median (for the noise correction).",
-        default=48,
-    )
 
 
 class EoPtcSolveTask(PipelineTask):
@@ -284,7 +283,7 @@ class EoPtcSolveTask(PipelineTask):
                 "ptc_gain_err_e_per_adu",
                 "ptc_noise_e",
                 "ptc_noise_err_e",
-                "ptc_noise_fit_e",
+                "ptc_noise_overscan_corrected_e",
                 "ptc_a00_per_e",
                 "ptc_turnoff_adu",
                 "ptc_turnoff_e",
@@ -304,7 +303,7 @@ class EoPtcSolveTask(PipelineTask):
             "ptc_gain_err_e_per_adu": "electron/adu",
             "ptc_noise_e": "electron",
             "ptc_noise_err_e": "electron",
-            "ptc_noise_fit_e": "electron",
+            "ptc_noise_overscan_corrected_e": "electron",
             "ptc_a00_per_e": "1/electron",
             "ptc_turnoff_adu": "adu",
             "ptc_turnoff_e": "electron",
@@ -487,12 +486,16 @@ class EoPtcSolveTask(PipelineTask):
             values["overscanMedianSigma"] = float(1.4826 * np.nanmedian(np.abs(good_levels - med)))
         for name, value in values.items():
             ptc.set(name, amp, value)
-        noise = fit.noise
-        noise_list = np.asarray(sel["noise_adu"], dtype=np.float64)[valid]
-        if np.isfinite(noise) and noise_list.size and np.isfinite(noise_list).any():
-            # Variance of the per-row overscan median added to each pixel, in e-^2.
-            added = np.pi / 2.0 * float(np.nanmedian(noise_list)) ** 2 / cfg.overscanFitColumns * fit.gain**2
-            noise = float(np.sqrt(max(noise**2 - added, 0.0)))
+        # Ours beside eo_pipe's fitted noise: the per-row overscan median's variance removed, with
+        # the amplifier's own overscan column count (ITL 58, e2v 48).
+        used = fit.mask if fit.mask.size == n else valid
+        noise_list = np.asarray(sel["noise_adu"], dtype=np.float64)[used]
+        overscan_noise = float(np.nanmedian(noise_list)) if np.isfinite(noise_list).any() else np.nan
+        noise_corrected = (
+            overscan_corrected_noise(fit.noise, overscan_noise, fit.gain, serial_overscan_columns(layout))
+            if np.isfinite(fit.noise)
+            else np.nan
+        )
         # No gain-ratio adjustment (cp_pipe cpPtcAdjustGainRatios) is run: the adjusted gain is the
         # fit value, like gainUnadjusted.
         return (
@@ -500,14 +503,14 @@ class EoPtcSolveTask(PipelineTask):
             fit.gain,
             fit.gain,
             fit.gain_err,
-            noise,
-            fit.noise_err,
             fit.noise,
+            fit.noise_err,
+            noise_corrected,
             fit.a00,
             fit.ptc_turnoff,
             fit.ptc_turnoff * fit.gain,
             fit.ptc_turnoff_sampling_error,
-            fit.max_signal,
+            max_observed_signal(means),
             n,
             int(fit.mask.sum()) if fit.mask.size == n else 0,
             fit.chi2_dof,
