@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from lsst.eo.baseline.covariance import (
-    bf_slopes,
     fft_covariances,
     measure_pair,
     pair_gain,
     row_means_variance_slope,
 )
+from lsst.eo.baseline.flatPairStats import eo_bf_stats
 
 EDGE = 20
 
@@ -262,7 +262,7 @@ def test_full_size_pair():
     assert r.row_mean_variance == pytest.approx(2 * var / 472, rel=5 * np.sqrt(2.0 / 1962))
 
 
-def test_bf_slopes_recover_linear_trends():
+def test_eo_bf_stats_recover_linear_trends():
     rng = np.random.default_rng(9)
     mu = np.linspace(1000.0, 80000.0, 30)
     cov = np.zeros((30, 3, 3))
@@ -273,7 +273,7 @@ def test_bf_slopes_recover_linear_trends():
     mask = np.ones(30, dtype=bool)
     mask[-3:] = False
     cov[-3:, 1, 0] = 1e6  # excluded by the mask
-    r = bf_slopes(mu, cov, mask)
+    r = eo_bf_stats(mu, cov, mask)
     assert r.n_points == 27
     # Least-squares slope error = noise / sqrt(sum (mu - <mu>)^2); 5 sigma, and the reported
     # stderr estimates it to within its chi^2 scatter (~14% for 25 dof).
@@ -283,7 +283,7 @@ def test_bf_slopes_recover_linear_trends():
     assert r.slope_x_err == pytest.approx(expected_err, rel=0.5)
     assert r.mean == mu[0]
     assert r.xcorr == cov[0, 1, 0] and r.ycorr == cov[0, 0, 1]
-    empty = bf_slopes(mu, cov, np.zeros(30, dtype=bool))
+    empty = eo_bf_stats(mu, cov, np.zeros(30, dtype=bool))
     assert empty.n_points == 0 and np.isnan(empty.slope_x)
 
 

@@ -30,8 +30,8 @@ clip is centred on the clipped mean of D (``|D - m| <= nsig s`` instead of ``|D|
 identical up to the ~0 mean of D); the clipping corrections are the exact ones for afw's iterated
 clip (identical to cp_pipe's to ~1e-11 at 5.5 sigma).
 
-Also here: `bf_slopes` (eo_pipe's brighter-fatter correlation slopes) and
-`row_means_variance_slope` (eo_pipe's row-means variance metric).
+Also here: `row_means_variance_slope` (the row-means variance metric, eo_pipe's with no read-noise
+term).
 
 Performance: images are processed in ``float32`` (exact for adu values, as afw images) with
 float64 accumulation; the masked border is cropped rather than masked; the FFTs are real 2-d
@@ -43,9 +43,7 @@ inverse FFT).  One 2002 x 512 pair takes ~50 ms on one core.
 from __future__ import annotations
 
 __all__ = [
-    "BfSlopes",
     "PairMeasurement",
-    "bf_slopes",
     "fft_covariances",
     "measure_pair",
     "pair_gain",
@@ -58,7 +56,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import stats
 
 from .afwstats import clipped_stats, gaussian_clip_factor
 
@@ -477,77 +474,6 @@ def measure_pair(
     out.gain = pair_gain(a, b, mu, good if any_bad else None, rn, gain_correction)
     out.valid = True
     return out
-
-
-@dataclass(frozen=True)
-class BfSlopes:
-    """eo_pipe brighter-fatter correlation summary of one amplifier (``bf_stats``).
-
-    Attributes
-    ----------
-    slope_x, slope_x_err : `float`
-        Slope (and its standard error) of the serial nearest-neighbour covariance
-        ``cov[:, 1, 0]`` versus the mean signal, unweighted linear regression (eo_pipe
-        ``bf_slope_x``).  Units adu (adu^2 of covariance per adu of signal); multiply by the gain
-        for electrons.  For a correlation coefficient rho = C10/C00 ~ constant, the slope is
-        ~ rho / gain.
-    slope_y, slope_y_err : `float`
-        Same for the parallel nearest neighbour ``cov[:, 0, 1]`` (eo_pipe ``bf_slope_y``).
-    xcorr, ycorr : `float`
-        ``cov[1, 0]`` and ``cov[0, 1]`` (adu^2) at the lowest-signal used point (eo_pipe
-        ``bf_xcorr``, ``bf_ycorr``).
-    mean : `float`
-        Mean signal (adu) of that point (eo_pipe ``bf_mean``).
-    n_points : `int`
-        Number of points used.
-    """
-
-    slope_x: float
-    slope_x_err: float
-    slope_y: float
-    slope_y_err: float
-    xcorr: float
-    ycorr: float
-    mean: float
-    n_points: int
-
-
-def bf_slopes(means: np.ndarray, covariances: np.ndarray, mask: np.ndarray | None = None) -> BfSlopes:
-    """Brighter-fatter nearest-neighbour covariance slopes versus signal (eo_pipe ``BFAnalysisTask``).
-
-    Parameters
-    ----------
-    means : `numpy.ndarray`
-        ``(N,)`` PTC mean signals (adu, ``raw_mean``).
-    covariances : `numpy.ndarray`
-        ``(N, L, L)`` per-image covariances (adu^2), index order ``[point, dx, dy]``, L >= 2.
-    mask : `numpy.ndarray` of `bool`, optional
-        True for the points to use (the PTC fit mask, eo_pipe uses ``expIdMask``).
-
-    Returns
-    -------
-    slopes : `BfSlopes`
-        NaN where fewer than 2 usable points (eo_pipe reports 0); the errors need 3 points.
-        See `BfSlopes` for units.
-    """
-    mu = np.asarray(means, dtype=np.float64)
-    cov = np.asarray(covariances, dtype=np.float64)
-    use = np.isfinite(mu) & np.isfinite(cov[:, 1, 0]) & np.isfinite(cov[:, 0, 1])
-    if mask is not None:
-        use &= np.asarray(mask, dtype=bool)
-    n = int(np.count_nonzero(use))
-    if n == 0:
-        return BfSlopes(np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, 0)
-    x = mu[use]
-    cx = cov[use, 1, 0]
-    cy = cov[use, 0, 1]
-    low = int(np.argmin(x))
-    out = [np.nan] * 4
-    if n >= 2 and np.ptp(x) > 0:
-        rx = stats.linregress(x, cx)
-        ry = stats.linregress(x, cy)
-        out = [rx.slope, rx.stderr if n > 2 else np.nan, ry.slope, ry.stderr if n > 2 else np.nan]
-    return BfSlopes(*(float(v) for v in out), float(cx[low]), float(cy[low]), float(x[low]), n)
 
 
 def row_means_variance_slope(

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import stats
 
 from .afwstats import clipped_stats
+from .covariance import row_means_variance_slope
 
 
 def max_observed_signal(measured_means: np.ndarray) -> float:
@@ -282,12 +283,5 @@ def eo_row_means_variance_slope(
         1 for uncorrelated shot noise.  NaN when no pair qualifies (eo_pipe writes 0 on
         ZeroDivisionError, which would read as a measurement).
     """
-    s = np.asarray(signal_e, dtype=np.float64)
-    v = np.asarray(variance_e2, dtype=np.float64)
-    nc = np.broadcast_to(np.asarray(n_cols, dtype=np.float64), s.shape)
-    with np.errstate(invalid="ignore"):
-        use = np.isfinite(s) & np.isfinite(v) & np.isfinite(nc) & (nc > 0) & (s > min_e) & (s < max_e)
-    if not use.any():
-        return np.nan
-    expected = float(np.sum(2.0 * s[use] / nc[use]))
-    return float(np.sum(v[use]) / expected) if expected > 0 else np.nan
+    # The general ratio of sums lives with the pair measurement; eo_pipe's has no read-noise term.
+    return row_means_variance_slope(signal_e, variance_e2, n_cols, min_e=min_e, max_e=max_e, read_noise_e=0.0)
