@@ -68,6 +68,7 @@ from .ampFlags import (
     raw_amp_flags,
 )
 from .ampStream import amp_groups, read_amp_group
+from .calibInputs import SwitchedCalibConnections, bias_prerequisite, raw_exposures
 from .camera import DetectorInfo
 from .cosmicRays import find_cosmic_rays, persistent_hits_unmasked
 from .isr import split_ccd
@@ -202,14 +203,7 @@ def _require_min_inputs(config: Any, inputs: dict[str, tuple[Any, Any]], label: 
 class EoBiasConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
     """Connections of `EoBiasTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw bias exposures of one detector.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
+    raws = raw_exposures("Raw bias exposures of one detector.")
     bias = cT.Output(
         name="eoBias",
         doc="Combined bias (adu, overscan-corrected, clipped mean).",
@@ -311,24 +305,11 @@ class EoBiasTask(PipelineTask):
         return Struct(bias=make_calib_image(detector, means, variances, counts, metadata))
 
 
-class EoDarkConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoDarkConnections(SwitchedCalibConnections):
     """Connections of `EoDarkTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw dark exposures of one detector.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    raws = raw_exposures("Raw dark exposures of one detector.")
+    bias = bias_prerequisite()
     dark = cT.Output(
         name="eoDark",
         doc="Combined dark current image (e-/s), clipped mean of bias-subtracted darks / DARKTIME.",
@@ -336,10 +317,6 @@ class EoDarkConnections(PipelineTaskConnections, dimensions=("instrument", "dete
         dimensions=("instrument", "detector"),
         isCalibration=True,
     )
-
-    def getTemporalBoundsConnections(self):
-        # The calibration lookup of the bias uses the time span of the darks.
-        return ("raws",)
 
     def adjustQuantum(self, inputs, outputs, label, data_id):
         # Docstring inherited.
@@ -474,24 +451,13 @@ class EoDarkTask(PipelineTask):
         return Struct(dark=make_calib_image(detector, means, variances, counts, metadata))
 
 
-class EoFlatConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoFlatConnections(SwitchedCalibConnections):
     """Connections of `EoFlatTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw flats of one detector at one illumination (e.g. the gain-stability flats).",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    switches = {"bias": "isr.doBias"}
+
+    raws = raw_exposures("Raw flats of one detector at one illumination (e.g. the gain-stability flats).")
+    bias = bias_prerequisite()
     flat = cT.Output(
         name="eoFlat",
         doc="Combined flat, each input normalised by its detector median (mean level ~1).",
@@ -499,14 +465,6 @@ class EoFlatConnections(PipelineTaskConnections, dimensions=("instrument", "dete
         dimensions=("instrument", "detector"),
         isCalibration=True,
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None and not config.isr.doBias:
-            del self.bias
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
     def adjustQuantum(self, inputs, outputs, label, data_id):
         # Docstring inherited.

@@ -52,13 +52,14 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 from lsst.pex.config import ConfigurableField, Field
-from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Struct
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, clipped_stats_rows
 from .ampFlags import apply_amp_flags, describe_flagged, metadata_amp_flags, raw_amp_flags
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
 from .calibCombine import amp_views, check_bias_parallel_overscan
+from .calibInputs import SwitchedCalibConnections, bias_prerequisite, raw_exposures
 from .camera import AmpLayout, DetectorInfo, get_camera
 from .isrTask import EoIsrTask
 
@@ -185,24 +186,13 @@ def eo_pipe_eper(segment: np.ndarray, layout: AmpLayout, n_pixels: int = 2) -> t
     return scti, pcti
 
 
-class EoCtiConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoCtiConnections(SwitchedCalibConnections):
     """Connections of `EoCtiTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw flat exposures of one detector, at one or more signal levels.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    switches = {"bias": "isr.doBias"}
+
+    raws = raw_exposures("Raw flat exposures of one detector, at one or more signal levels.")
+    bias = bias_prerequisite()
     cti = cT.Output(
         name="eoCti",
         doc="Serial and parallel CTI (EPER) per amplifier at high and low signal.",
@@ -215,14 +205,6 @@ class EoCtiConnections(PipelineTaskConnections, dimensions=("instrument", "detec
         storageClass="ArrowAstropy",
         dimensions=("instrument", "detector"),
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None and not config.isr.doBias:
-            del self.bias
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
 
 class EoCtiConfig(PipelineTaskConfig, pipelineConnections=EoCtiConnections):
@@ -349,38 +331,19 @@ class EoCtiTask(PipelineTask):
         return Struct(cti=summary, ctiVsSignal=per_exposure)
 
 
-class EoEperConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoEperConnections(SwitchedCalibConnections):
     """Connections of `EoEperTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw stability flats (observation_reason 'gain_stability') of one detector.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    switches = {"bias": "doBias"}
+
+    raws = raw_exposures("Raw stability flats (observation_reason 'gain_stability') of one detector.")
+    bias = bias_prerequisite()
     eper = cT.Output(
         name="eoEper",
         doc="eo_pipe's serial and parallel EPER CTI (scti, pcti) per amplifier.",
         storageClass="ArrowAstropy",
         dimensions=("instrument", "detector"),
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None and not config.doBias:
-            del self.bias
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
 
 class EoEperConfig(PipelineTaskConfig, pipelineConnections=EoEperConnections):

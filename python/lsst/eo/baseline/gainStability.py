@@ -78,7 +78,7 @@ import numpy as np
 from astropy.table import Table
 from lsst.images import MaskedImage
 from lsst.pex.config import ChoiceField, ConfigurableField, Field
-from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Struct
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats
@@ -86,6 +86,7 @@ from .ampFlags import apply_amp_flags, calib_amp_flags, describe_flagged, nan_me
 from .ampStream import exposure_id_of
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
+from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
 from .isrTask import EoIsrTask
 from .rawio import housekeeping_temperatures
@@ -236,31 +237,14 @@ def temperature_slope(temperature: np.ndarray, values: np.ndarray, min_range_c: 
     return float(1e3 * slope / intercept)
 
 
-class EoGainStabilityConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoGainStabilityConnections(SwitchedCalibConnections):
     """Connections of `EoGainStabilityTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw stability flats of one detector.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
-    dark = cT.PrerequisiteInput(
-        name="eoDark",
-        doc="Certified combined dark (e-/s).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    switches = {"bias": "isr.doBias", "dark": "isr.doDark"}
+
+    raws = raw_exposures("Raw stability flats of one detector.")
+    bias = bias_prerequisite()
+    dark = dark_prerequisite()
     stability = cT.Output(
         name="eoGainStability",
         doc="Flat signal drift and scatter over the sequence per amplifier (ppt).",
@@ -273,17 +257,6 @@ class EoGainStabilityConnections(PipelineTaskConnections, dimensions=("instrumen
         storageClass="ArrowAstropy",
         dimensions=("instrument", "detector"),
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None:
-            if not config.isr.doBias:
-                del self.bias
-            if not config.isr.doDark:
-                del self.dark
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
 
 class EoGainStabilityConfig(PipelineTaskConfig, pipelineConnections=EoGainStabilityConnections):

@@ -69,7 +69,7 @@ import numpy as np
 from astropy.table import Table
 from lsst.images import MaskedImage
 from lsst.pex.config import ConfigurableField, Field, ListField
-from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Struct
 from lsst.pipe.base import connectionTypes as cT
 from scipy.optimize import minimize_scalar
 
@@ -85,6 +85,7 @@ from .ampFlags import (
 from .ampStream import exposure_id_of
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
+from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
 from .gainStability import header_float
 from .isrTask import EoIsrTask
@@ -247,31 +248,16 @@ def fit_persistence(
     return out
 
 
-class EoPersistenceConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoPersistenceConnections(SwitchedCalibConnections):
     """Connections of `EoPersistenceTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw exposures of a persistence sequence (saturating flat, then darks) of one detector.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
+    switches = {"bias": "isr.doBias", "dark": "isr.doDark"}
+
+    raws = raw_exposures(
+        "Raw exposures of a persistence sequence (saturating flat, then darks) of one detector."
     )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
-    dark = cT.PrerequisiteInput(
-        name="eoDark",
-        doc="Certified combined dark (e-/s).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    bias = bias_prerequisite()
+    dark = dark_prerequisite()
     persistence = cT.Output(
         name="eoPersistence",
         doc="Fitted persistence amplitude and decay time per amplifier.",
@@ -284,17 +270,6 @@ class EoPersistenceConnections(PipelineTaskConnections, dimensions=("instrument"
         storageClass="ArrowAstropy",
         dimensions=("instrument", "detector"),
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None:
-            if not config.isr.doBias:
-                del self.bias
-            if not config.isr.doDark:
-                del self.dark
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
 
 class EoPersistenceConfig(PipelineTaskConfig, pipelineConnections=EoPersistenceConnections):

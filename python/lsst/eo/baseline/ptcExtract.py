@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 from lsst.pex.config import ChoiceField, ConfigurableField, Field, ListField
-from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Struct
 from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.logging import getLogger
 
@@ -45,6 +45,7 @@ from .ampFlags import (
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
+from .calibInputs import SwitchedCalibConnections, bias_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
 from .covariance import PairMeasurement, measure_pair
 from .cti import eper
@@ -56,24 +57,13 @@ from .ptcRegion import VIGNETTE_COEFFS, amp_use_masks
 _LOG = getLogger(__name__)
 
 
-class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector")):
+class EoPtcExtractConnections(SwitchedCalibConnections, dimensions=("instrument", "exposure", "detector")):
     """Connections of `EoPtcExtractTask`; quanta are paired in `adjust_all_quanta`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="The two raw flats of a pair (one per quantum before pairing).",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu), if isr.doBias.",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    switches = {"bias": "isr.doBias", "brightDefects": "doDefectMask", "darkDefects": "doDefectMask"}
+
+    raws = raw_exposures("The two raw flats of a pair (one per quantum before pairing).")
+    bias = bias_prerequisite("Certified combined bias (adu), if isr.doBias.")
     brightDefects = cT.PrerequisiteInput(
         name="eoBrightDefectsList",
         doc="Bright-defect boxes masked in the pair statistics, if present (doDefectMask).",
@@ -94,14 +84,6 @@ class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument",
         storageClass="ArrowAstropy",
         dimensions=("instrument", "exposure", "detector"),
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None and not config.isr.doBias:
-            del self.bias
-        if config is not None and not config.doDefectMask:
-            del self.brightDefects
-            del self.darkDefects
 
     def adjust_all_quanta(self, adjuster) -> None:
         """Merge the quanta of the two exposures of each flat pair; drop unpaired flats."""
@@ -128,9 +110,6 @@ class EoPtcExtractConnections(PipelineTaskConnections, dimensions=("instrument",
                     self.config.matchExposuresType,
                 )
                 adjuster.remove_quantum(data_ids[(detector, exposure)])
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
 
 class EoPtcExtractConfig(PipelineTaskConfig, pipelineConnections=EoPtcExtractConnections):

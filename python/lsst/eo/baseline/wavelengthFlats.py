@@ -73,13 +73,14 @@ import numpy as np
 from astropy.table import Table
 from lsst.images import MaskedImage
 from lsst.pex.config import ConfigurableField, Field
-from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Struct
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, gaussian_clip_factor
 from .ampFlags import apply_amp_flags, calib_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import amp_groups, read_amp_group
 from .calibCombine import amp_views
+from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
 from .gainStability import header_float
 from .isrTask import EoIsrTask
@@ -215,48 +216,20 @@ def fixed_pattern_rms(image: np.ndarray, temporal_variance: float, nsig: float =
     return float(np.sqrt(max(var - temporal_variance, 0.0))) if np.isfinite(var) else np.nan
 
 
-class EoWavelengthFlatsConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoWavelengthFlatsConnections(SwitchedCalibConnections):
     """Connections of `EoWavelengthFlatsTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw wavelength flats of one detector (any number of LEDs/filters).",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
-    bias = cT.PrerequisiteInput(
-        name="eoBias",
-        doc="Certified combined bias (adu).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
-    dark = cT.PrerequisiteInput(
-        name="eoDark",
-        doc="Certified combined dark (e-/s).",
-        storageClass="MaskedImageV2",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-    )
+    switches = {"bias": "isr.doBias", "dark": "isr.doDark"}
+
+    raws = raw_exposures("Raw wavelength flats of one detector (any number of LEDs/filters).")
+    bias = bias_prerequisite()
+    dark = dark_prerequisite()
     wavelengthFlats = cT.Output(
         name="eoWavelengthFlats",
         doc="Response and flat non-uniformity per LED/filter and amplifier.",
         storageClass="ArrowAstropy",
         dimensions=("instrument", "detector"),
     )
-
-    def __init__(self, *, config=None):
-        super().__init__(config=config)
-        if config is not None:
-            if not config.isr.doBias:
-                del self.bias
-            if not config.isr.doDark:
-                del self.dark
-
-    def getTemporalBoundsConnections(self):
-        return ("raws",)
 
 
 class EoWavelengthFlatsConfig(PipelineTaskConfig, pipelineConnections=EoWavelengthFlatsConnections):
