@@ -15,30 +15,19 @@ from __future__ import annotations
 
 __all__ = ["DEFECTS_CALIBCLS", "DEFECTS_VERSION", "read_defects_fits", "write_defects_fits"]
 
-import re
 import warnings
-from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .calibHeader import calib_header_cards
+from .defectBoxes import DEFECT_COLUMNS
+
 DEFECTS_VERSION = 2.0
 """ip_isr ``Defects._VERSION`` (ip_isr d2a69bf)."""
 DEFECTS_CALIBCLS = "lsst.ip.isr.defects.Defects"
 """Class a stack reader instantiates (``IsrCalib.determineCalibClass``)."""
-_BOX_COLUMNS = ("x0", "y0", "width", "height")
-
-
-def _header_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    # FITS keys: upper case, no None (ip_isr drops them), scalars only.
-    out = {}
-    for key, value in meta.items():
-        if value is None:
-            continue
-        k = re.sub(r"[^A-Z0-9_-]", "_", str(key).upper())[:68]
-        out[k] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return out
 
 
 def write_defects_fits(table: Table, path: str) -> None:
@@ -52,11 +41,11 @@ def write_defects_fits(table: Table, path: str) -> None:
     path : `str`
         Output file.
     """
-    missing = [c for c in _BOX_COLUMNS if c not in table.colnames]
+    missing = [c for c in DEFECT_COLUMNS if c not in table.colnames]
     if missing:
         raise ValueError(f"Defect list to write to {path} lacks column(s) {missing}; has {table.colnames}")
-    out = Table({c: np.asarray(table[c], dtype=np.int64) for c in _BOX_COLUMNS})
-    meta = _header_meta(dict(table.meta))
+    out = Table({c: np.asarray(table[c], dtype=np.int64) for c in DEFECT_COLUMNS})
+    meta = calib_header_cards(table.meta, drop_none=True)
     meta.update({"OBSTYPE": "defects", "DEFECTS_SCHEMA": "", "DEFECTS_VERSION": DEFECTS_VERSION,
                  "CALIBCLS": DEFECTS_CALIBCLS})  # fmt: skip
     out.meta = meta
@@ -96,12 +85,12 @@ def read_defects_fits(path: str) -> Table:
     obstype = str(table.meta.get("OBSTYPE", "")).strip()
     if obstype.lower() != "defects":
         raise ValueError(f"{path} HDU 1: OBSTYPE is {obstype!r}, expected 'defects'")
-    missing = [c for c in _BOX_COLUMNS if c not in table.colnames]
+    missing = [c for c in DEFECT_COLUMNS if c not in table.colnames]
     if missing:
         raise ValueError(
             f"{path} HDU 1: no column(s) {missing} (has {table.colnames}); only x0/y0/width/height "
             "defect tables are supported"
         )
-    out = Table({c: np.asarray(table[c], dtype=np.int64) for c in _BOX_COLUMNS})
+    out = Table({c: np.asarray(table[c], dtype=np.int64) for c in DEFECT_COLUMNS})
     out.meta.update(table.meta)
     return out

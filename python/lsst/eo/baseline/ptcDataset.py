@@ -41,7 +41,6 @@ __all__ = [
     "write_ptc_fits",
 ]
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +50,8 @@ from astropy.io import fits
 from astropy.table import Table
 from lsst.daf.butler import FormatterV2
 from lsst.resources import ResourcePath
+
+from .calibHeader import calib_header_cards
 
 PTC_VERSION = 2.6
 """ip_isr PhotonTransferCurveDataset version whose layout this follows."""
@@ -321,23 +322,10 @@ def _shape(attr: str, value: np.ndarray, side: int, side_fit: int) -> Any:
     return value
 
 
-def _fits_safe_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in meta.items():
-        k = re.sub(r"[^A-Z0-9_-]", "_", str(key).upper())[:68]
-        if isinstance(value, (bool, int, float, str)):
-            out[k] = value
-        elif value is None:
-            out[k] = ""
-        else:
-            out[k] = str(value)
-    return out
-
-
 def write_ptc_fits(ptc: EoPtcDataset, path: str) -> None:
     """Write a PTC as ip_isr's ``IsrCalib.writeFits``: empty primary HDU + one binary table."""
     table = ptc.to_table()
-    table.meta = _fits_safe_meta(table.meta)
+    table.meta = calib_header_cards(table.meta, drop_none=False)
     with warnings.catch_warnings():
         # Long keywords become HIERARCH cards, exactly as ip_isr's files have them.
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
