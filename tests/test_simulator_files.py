@@ -23,7 +23,7 @@ from lsst.eo.baseline.simulator import (
     simulate,
 )
 from lsst.eo.baseline.simulator.cli import simulate_cmd
-from lsst.eo.baseline.simulator.housekeeping import housekeeping_temperatures
+from lsst.eo.baseline.simulator.housekeeping import simulated_temperatures
 from lsst.eo.baseline.simulator.plans import mjd
 from lsst.eo.baseline.simulator.truth import A_MATRIX_SIZE, amp_table_row
 from lsst.eo.baseline.translate import translate_header
@@ -190,13 +190,13 @@ def test_housekeeping_temperatures_drift_smoothly(run_dir):
     for path in paths:
         raw = read_raw(path, amps=[])
         det = raw.detector
-        expected = housekeeping_temperatures(raw.header["MJD-BEG"], det.name, det.raft, "13600", 7)
+        expected = simulated_temperatures(raw.header["MJD-BEG"], det.name, det.raft, "13600", 7)
         for key, value in expected.items():
             assert raw.housekeeping["REB_COND"][key] == pytest.approx(value, abs=1e-9), key
     plan = load_plan("b_protocol_short")
     t = np.array([mjd(e.date(0.0)) for e in plan.exposures])
     for det, raft in (("R22_S11", "R22"), ("R01_S01", "R01")):
-        temps = [housekeeping_temperatures(x, det, raft, "13600", 7) for x in t]
+        temps = [simulated_temperatures(x, det, raft, "13600", 7) for x in t]
         ccd = np.array([x["CCDTEMP"] for x in temps])
         reb = np.array([x["TEMP1"] for x in temps])
         assert np.all(np.abs(ccd + 100.0) <= 0.3 + 1e-9)
@@ -208,9 +208,9 @@ def test_housekeeping_temperatures_drift_smoothly(run_dir):
         assert np.all(np.sign(np.diff(ccd))[big] == np.sign(np.diff(reb))[big])
         np.testing.assert_allclose(ccd - np.array([x["RTDTEMP"] for x in temps]), 5.8, atol=2e-4)
     # Deterministic per seed, different for another seed.
-    again = housekeeping_temperatures(t[5], "R22_S11", "R22", "13600", 7)
-    assert again == housekeeping_temperatures(t[5], "R22_S11", "R22", "13600", 7)
-    assert again != housekeeping_temperatures(t[5], "R22_S11", "R22", "13600", 8)
+    again = simulated_temperatures(t[5], "R22_S11", "R22", "13600", 7)
+    assert again == simulated_temperatures(t[5], "R22_S11", "R22", "13600", 7)
+    assert again != simulated_temperatures(t[5], "R22_S11", "R22", "13600", 8)
 
 
 def _parse_sec(sec: str) -> tuple[int, int, int, int]:

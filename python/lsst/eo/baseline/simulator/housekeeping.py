@@ -23,7 +23,7 @@ __all__ = [
     "DRIFT_PERIOD_HOURS",
     "HOUSEKEEPING_COMMENTS",
     "housekeeping_hdus",
-    "housekeeping_temperatures",
+    "simulated_temperatures",
 ]
 
 import hashlib
@@ -170,7 +170,7 @@ def _unit(*parts: Any) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def housekeeping_temperatures(mjd: float, detector: str, raft: str, run: str, seed: int) -> dict[str, float]:
+def simulated_temperatures(mjd: float, detector: str, raft: str, run: str, seed: int) -> dict[str, float]:
     """Simulated CCD, RTD and REB temperatures (C) at a time.
 
     Parameters
@@ -210,14 +210,14 @@ def housekeeping_hdus(
     Parameters
     ----------
     mjd, detector, raft, run, seed
-        As for `housekeeping_temperatures`.
+        As for `simulated_temperatures`.
 
     Returns
     -------
     hdus : `list` [(`str`, `dict`)]
         ``("REB_COND", keywords)`` and ``("CONFIG_COND", keywords)``.
     """
-    temps = housekeeping_temperatures(mjd, detector, raft, run, seed)
+    temps = simulated_temperatures(mjd, detector, raft, run, seed)
     reb = {key: temps.get(key, nominal) for key, nominal, _ in _REB_COND}
     config = {key: str(int(_unit(run, key) * 2**32)) for key, _ in _CONFIG_COND}
     return [("REB_COND", reb), ("CONFIG_COND", config)]
