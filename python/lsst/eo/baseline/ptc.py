@@ -319,8 +319,9 @@ class PtcAmpFit:
         Half the distance (adu) between the means before and after the turnoff point (the
         turnoff minus the previous mean if it is the last finite point).
     max_signal : `float`
-        Maximum observed signal (adu): the largest finite mean among the points allowed by the
-        input mask, whether or not the fit keeps them (eo_pipe ``max_observed_signal``).
+        Largest finite mean (adu, the means given to the fit) among the points allowed by the
+        input mask, whether or not the fit keeps them.  Not eo_pipe's ``max_observed_signal``,
+        which is the largest *measured* mean of all pairs (`lsst.eo.baseline.flatPairStats`).
     ptc_rolloff : `float`
         Roll-off (adu): the mean of the last point, in detector-mean order, where the roll-off
         model departs from Eq. 16 by at most ``max_rolloff_deviation``, capped at the turnoff;
