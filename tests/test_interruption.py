@@ -102,6 +102,12 @@ def test_killed_pipetask_resumes_to_identical_outputs(repo):
     runs_before = [c for c in butler.collections.get_info(output).children if c.startswith(output + "/")]
     n_before = len(butler.query_datasets("eoOverscan_metadata", collections=output, explain=False))
     assert len(runs_before) == 1 and n_before < N_OVERSCAN
+    # pipe_base writes a quantum's log after its metadata, and --skip-existing-in takes the metadata
+    # as the mark of a finished quantum: a kill between the two puts leaves that one quantum finished
+    # without its log, and the re-run does not redo it.  Only the quanta with metadata may lack a log.
+    with_metadata = set(_per_data_id(butler, "eoOverscan_metadata", output))
+    without_log = with_metadata - set(_per_data_id(butler, "eoOverscan_log", output))
+    assert len(without_log) <= 1, without_log
     resume = _overscan_cmd(repo, output) + ["--extend-run", "--skip-existing-in", output, "--clobber-outputs"]
     done = subprocess.run(resume, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -117,9 +123,12 @@ def test_killed_pipetask_resumes_to_identical_outputs(repo):
     runs_after = [c for c in butler.collections.get_info(output).children if c.startswith(output + "/")]
     assert runs_after == runs_before  # resumed in the same RUN collection
     # No duplicate: one dataset per type and data ID in the whole output chain.
-    for dataset_type in ("eoOverscanStats", "eoOverscan_metadata", "eoOverscan_log"):
+    for dataset_type in ("eoOverscanStats", "eoOverscan_metadata"):
         counts = _per_data_id(butler, dataset_type, output)
         assert len(counts) == N_OVERSCAN and set(counts.values()) == {1}, (dataset_type, counts)
+    logs = _per_data_id(butler, "eoOverscan_log", output)
+    assert set(logs.values()) == {1} and len(logs) == N_OVERSCAN - len(without_log), logs
+    assert not without_log & set(logs)
     # Identical outputs to the uninterrupted run.
     ref_refs = {
         ref.dataId["exposure"]: ref
