@@ -14,8 +14,8 @@ from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.ingest import ingest_raws
 from lsst.eo.baseline.metrics import load_metrics
 from lsst.eo.baseline.plotTasks import mosaic_dataset_name
-from lsst.eo.baseline.report import metric_statistics
 from lsst.eo.baseline.repo import create_repo
+from lsst.eo.baseline.report import metric_statistics
 from lsst.eo.baseline.runSummary import build_run_summary
 from lsst.eo.baseline.technote import (
     METRIC_TABLE_HEADER,
@@ -32,7 +32,9 @@ from lsst.eo.baseline.technote import (
 
 from tests.rawfactory import make_raw
 
-SKELETON = os.path.join(os.path.dirname(__file__), "data", "technote", "baseline_characterization_technote.rst")
+SKELETON = os.path.join(
+    os.path.dirname(__file__), "data", "technote", "baseline_characterization_technote.rst"
+)
 METRICS = {m.name: m for m in load_metrics()}
 E2V, ITL = get_camera()["R22_S11"], get_camera()["R01_S01"]
 
@@ -101,7 +103,9 @@ def test_metric_paragraph_states_the_numbers():
     assert float(found[4]) == pytest.approx(np.percentile(ITL_NOISE, 95), rel=1e-3)
     assert float(found[5]) == pytest.approx(np.median(E2V_NOISE), rel=1e-3) and int(found[6]) == 16
     failing = [f"R22_S11 {a}" for a, v in zip(E2V.amp_names, E2V_NOISE, strict=True) if v > 9.0]
-    count = re.search(r"(\d+) of the (\d+) measured amplifiers fail the requirement \(<= 9 e-\): (.*)\.$", text)
+    count = re.search(
+        r"(\d+) of the (\d+) measured amplifiers fail the requirement \(<= 9 e-\): (.*)\.$", text
+    )
     assert count, text
     assert int(count[1]) == len(failing) and int(count[2]) == 32
     assert count[3].split(", ") == failing
@@ -136,7 +140,14 @@ def test_metric_table_rows():
 def test_flat_pair_density_by_hand():
     records = Table(
         rows=[(s, "13600", t.lower(), r.lower(), e, np.nan if f is None else f) for s, t, r, e, f in B_RUN],
-        names=("exposure", "science_program", "observation_type", "observation_reason", "exposure_time", "flux"),
+        names=(
+            "exposure",
+            "science_program",
+            "observation_type",
+            "observation_reason",
+            "exposure_time",
+            "flux",
+        ),
     )
     d = flat_pair_density(records)
     # Pairs (5,6) (7,8) (9,10): illuminations 100, 400, 6400.
@@ -242,3 +253,17 @@ def test_technote_headings_and_sphinx_build(repo, tmp_path):
     html = open(os.path.join(out, "_build", "html", "index.html")).read()
     for title in ("Divisidero Tearing", "Brighter fatter a_00 coefficient", "Differences from previous runs"):
         assert title in html
+
+
+def test_metric_entries_parse_whole():
+    """A label with a comma, unquoted in a YAML flow mapping, would be cut and leave a stray key."""
+    import yaml
+
+    from lsst.eo.baseline.paths import package_data
+
+    with open(package_data("metrics.yaml")) as f:
+        raw = yaml.safe_load(f)["metrics"]
+    for name, entry in raw.items():
+        stray = [k for k in entry if not str(k).isidentifier()]
+        assert not stray, (name, stray)
+        assert entry["label"].count("(") == entry["label"].count(")"), name
