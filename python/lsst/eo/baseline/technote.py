@@ -955,6 +955,9 @@ def build_technote(
         f.write(_technote_toml(label, today))
     with open(os.path.join(out_dir, "conf.py"), "w") as f:
         f.write(_CONF_PY)
+    # Build products, if the directory becomes the technote's repository.
+    with open(os.path.join(out_dir, ".gitignore"), "w") as f:
+        f.write("_build/\n.technote/\n")
     summary.write(os.path.join(out_dir, "run_summary.ecsv"), format="ascii.ecsv", overwrite=True)
     figure_bytes = sum(
         os.path.getsize(os.path.join(images.dir, n)) for n in os.listdir(images.dir) if n.endswith(".png")
