@@ -195,3 +195,54 @@ def test_notebook_executes(reported):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the focal-plane map was not drawn"
     assert any("eoReadNoise" in "".join(o.get("text", "")) for o in outputs)
+
+
+@pytest.mark.slow
+def test_technote_of_the_run(reported, tmp_path):
+    """``report --format technote`` on the analysed run: skeleton headings, registry counts, Sphinx -W."""
+    import yaml
+
+    from lsst.eo.baseline.paths import config_dir
+    from lsst.eo.baseline.technote import KIND_LABELS, rst_headings
+
+    repo, _ = reported
+    out = str(tmp_path / "technote")
+    proc = subprocess.run([EO, "report", repo, "--collections", "u/eo/13600", "--compare", "u/eo/13599",
+                           "--format", "technote", "--out", out], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = open(os.path.join(out, "index.rst")).read()
+    skeleton = os.path.join(
+        os.path.dirname(__file__), "data", "technote", "baseline_characterization_technote.rst"
+    )
+    assert rst_headings(text) == rst_headings(open(skeleton).read())
+    # Background counts: each kind's exposures selected by the run type's own `where` clauses.
+    with open(config_dir("runs", "b_protocol.yaml")) as f:
+        steps = {s["name"]: s["where"] for s in yaml.safe_load(f)["steps"]}
+    butler = Butler.from_config(repo)
+
+    def count(where):
+        where = f"instrument = 'LSSTCam' AND exposure.science_program = '13600' AND ({where})"
+        return len(butler.query_dimension_records("exposure", where=where, limit=None, explain=False))
+
+    expected = {
+        "Bias images": count(steps["bias"]),
+        "Dark images": count(steps["dark"]),
+        "Flat-pair exposures": count(steps["flat"]),
+        "Stability flats": count(steps["stability"]),
+        "Wavelength flats": count(steps["lambda"]),
+        "Persistence exposures": count(steps["persistence"]),
+    }
+    assert set(expected) <= set(KIND_LABELS.values())
+    lines = text.splitlines()
+    start = lines.index(".. list-table:: Exposures of the acquisition runs")
+    end = lines.index("", start + 3)
+    cells = [line.split("- ", 1)[1] for line in lines[start + 3 : end]]
+    ncol = 2  # label and run 13600 (run 13599 is not named by --collections)
+    rows = {cells[i]: cells[i + 1] for i in range(ncol, len(cells) - 1, ncol)}
+    assert cells[1] == "B protocol (run 13600)"
+    for label, n in expected.items():
+        assert rows[label] == str(n), (label, rows)
+    sphinx = os.path.join(os.path.dirname(sys.executable), "sphinx-build")
+    build = subprocess.run([sphinx, "-W", "--keep-going", "-q", "-b", "html", ".", "_build/html"], cwd=out,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]

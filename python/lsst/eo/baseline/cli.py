@@ -139,19 +139,41 @@ def run_cmd(
 @click.option("--compare", default=None, help="Collection(s) of a previous run to compare with.")
 @click.option("--out", "out_dir", required=True, help="Output directory for index.html, report.rst, images.")
 @click.option("--specs", default=None, help="YAML file overriding specifications and tolerances.")
-@click.option("--title", default=None, help="Report title.")
-def report_cmd(repo, collections, compare, out_dir, specs, title):
-    """Write the baseline-characterization report (HTML and reStructuredText) of a run in REPO."""
+@click.option("--title", default=None, help="Report title (HTML format).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "technote"]),
+    default="html",
+    show_default=True,
+    help="html: index.html and report.rst; technote: a documenteer technote directory (technote.toml, "
+    "conf.py, index.rst, figures/) with the headings of the baseline-characterization skeleton.",
+)
+@click.option(
+    "--acquisition-runs",
+    default=None,
+    help="Technote: acquisition runs (exposure science_program, comma-separated) of the Background "
+    "exposure table; default the runs named by --collections (u/eo/13600 -> 13600).",
+)
+def report_cmd(repo, collections, compare, out_dir, specs, title, fmt, acquisition_runs):
+    """Write the baseline-characterization report (HTML and reStructuredText, or a technote) of a run."""
+    collections = collections.split(",") if "," in collections else collections
+    compare = compare.split(",") if compare and "," in compare else compare
+    if fmt == "technote":
+        from .technote import build_technote
+
+        runs = [r for r in acquisition_runs.split(",") if r] if acquisition_runs else None
+        note = build_technote(repo, collections, out_dir, compare=compare, specs=specs, acquisition_runs=runs)
+        click.echo(
+            f"Technote: {note.index} ({note.n_figures} figures, {note.figure_bytes / 1e6:.1f} MB); "
+            f"build it with: cd {out_dir} && sphinx-build -W -b html . _build/html"
+        )
+        if note.missing:
+            click.echo(f"Metrics without data: {', '.join(note.missing)}")
+        return
     from .report import build_report
 
-    result = build_report(
-        repo,
-        collections.split(",") if "," in collections else collections,
-        out_dir,
-        compare=(compare.split(",") if compare and "," in compare else compare),
-        specs=specs,
-        title=title,
-    )
+    result = build_report(repo, collections, out_dir, compare=compare, specs=specs, title=title)
     click.echo(f"Report: {result.html} ({result.n_images} images); reStructuredText: {result.rst}")
     if result.missing:
         click.echo(f"Metrics without data: {', '.join(result.missing)}")

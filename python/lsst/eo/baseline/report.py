@@ -316,12 +316,13 @@ window.addEventListener('load', function () {
 
 
 class _Images:
-    """Copies butler plots (or draws missing ones) into OUT/images."""
+    """Copies butler plots (or draws missing ones) into OUT/images (or another ``subdir``)."""
 
-    def __init__(self, butler: Butler | None, collections, out_dir: str):
+    def __init__(self, butler: Butler | None, collections, out_dir: str, subdir: str = "images"):
         self.butler = butler
         self.collections = collections
-        self.dir = os.path.join(out_dir, "images")
+        self.subdir = subdir
+        self.dir = os.path.join(out_dir, subdir)
         os.makedirs(self.dir, exist_ok=True)
         self.count = 0
 
@@ -337,12 +338,12 @@ class _Images:
         dest = os.path.join(self.dir, name)
         shutil.copyfile(uri.ospath, dest)
         self.count += 1
-        return f"images/{name}"
+        return f"{self.subdir}/{name}"
 
     def draw(self, figure, name: str) -> str:
         figure.savefig(os.path.join(self.dir, name), dpi=80)
         self.count += 1
-        return f"images/{name}"
+        return f"{self.subdir}/{name}"
 
 
 def build_report(
