@@ -420,10 +420,11 @@ def build_report(
         rows = []
         for m in section_metrics:
             st = metric_statistics(summary, m)
+            requirement = m.spec_text() if m.has_requirement else "none"
             for vendor in VENDORS:
                 v = st["vendors"].get(vendor)
                 if v is None:
-                    rows.append([m.title, vendor, "0", "--", "--", "--", m.spec_text() or "--", "--"])
+                    rows.append([m.title, vendor, "0", "--", "--", "--", requirement, m.spec_source, "--"])
                 else:
                     rows.append(
                         [
@@ -433,18 +434,34 @@ def build_report(
                             _fmt(v["median"]),
                             _fmt(v["p5"]),
                             _fmt(v["p95"]),
-                            m.spec_text() or "--",
-                            str(v["n_out"]) if m.spec_text() else "--",
+                            requirement,
+                            m.spec_source,
+                            str(v["n_out"]) if m.has_requirement else "--",
                         ]
                     )
-        w.table(["metric", "vendor", "amps", "median", "5th pct", "95th pct", "spec", "out of spec"], rows)
+        w.table(
+            [
+                "metric",
+                "vendor",
+                "amps",
+                "median",
+                "5th pct",
+                "95th pct",
+                "requirement",
+                "source",
+                "out of spec",
+            ],
+            rows,
+        )
         for m in section_metrics:
             bad = metric_statistics(summary, m)["out_of_spec"]
             if bad:
                 listed = ", ".join(bad[:_MAX_LISTED]) + (
                     f" ... ({len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""
                 )
-                w.paragraph(f"{m.label}: {len(bad)} amplifier(s) out of spec ({m.spec_text()}): {listed}.")
+                w.paragraph(
+                    f"{m.label}: {len(bad)} amplifier(s) out of spec ({m.requirement_text()}): {listed}."
+                )
         gallery = []
         for m in section_metrics:
             if m.name in missing:
