@@ -30,6 +30,7 @@ __all__ = [
     "check_geometry",
     "compare_runs",
     "condense_amp_list",
+    "load_runs",
     "load_source",
     "parse_compare_option",
     "resolve_source",
@@ -196,7 +197,7 @@ def check_geometry(runs: Mapping[str, Table]) -> None:
             if ref_amps is not None and amps is not None and amps != ref_amps:
                 what.append(f"amplifiers {','.join(sorted(ref_amps ^ amps))} in one run only")
             if what:
-                problems.append(f"detector {d} ({ref_label} vs {label}): {'; '.join(what)}")
+                problems.append(f"detector {d} {ref_name} ({ref_label} vs {label}): {'; '.join(what)}")
     if problems:
         raise GeometryMismatchError(
             f"camera geometry differs between runs for {len(problems)} detector(s): " + " | ".join(problems)
@@ -433,3 +434,50 @@ def compare_runs(
                 entry[key][label] = [amp_name(k) for k, flag in zip(common, table[key], strict=True) if flag]
         result["metrics"][metric.name] = entry
     return result
+
+
+def load_runs(
+    compare: str | Sequence[str] | Mapping[str, str | Table] | None, repo: str | None = None
+) -> tuple[dict[str, Table], dict[str, str]]:
+    """Read the previous runs of ``eo-baseline report --compare``.
+
+    Parameters
+    ----------
+    compare : `str`, sequence or mapping, optional
+        ``{label: source or summary table}``; a ``LABEL=SOURCE`` or ``COLLECTION`` string; or a
+        sequence of such strings.  A sequence none of whose items has ``=`` is the older form:
+        the collections of one previous run, labelled by them joined with commas.
+    repo : `str`, optional
+        The report's repository (for collection sources).
+
+    Returns
+    -------
+    runs : `dict` [`str`, `astropy.table.Table`]
+        Summaries by label, in the order given.
+    provenance : `dict` [`str`, `str`]
+        Where each comes from.
+    """
+    if compare is None:
+        return {}, {}
+    if isinstance(compare, str):
+        items = [parse_compare_option(compare)]
+    elif isinstance(compare, Mapping):
+        items = list(compare.items())
+    elif any("=" in c for c in compare):
+        items = [parse_compare_option(c) for c in compare]
+    else:
+        joined = ",".join(compare)
+        items = [(joined, joined)] if compare else []
+    runs: dict[str, Table] = {}
+    where: dict[str, str] = {}
+    for label, source in items:
+        if label in runs:
+            raise ValueError(f"--compare: run label {label!r} given twice")
+        if isinstance(source, Table):
+            runs[label] = source
+            where[label] = str(source.meta.get("SOURCE_FILE", "summary table"))
+            continue
+        resolved = resolve_source(label, source)
+        runs[label] = load_source(resolved, repo)
+        where[label] = resolved.describe()
+    return runs, where
