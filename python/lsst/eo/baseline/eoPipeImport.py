@@ -152,9 +152,14 @@ class EoPipeImportError(ValueError):
     """An eo_pipe table that cannot be imported (missing column, wrong unit, unknown amplifier)."""
 
 
-def _check_table(name: str, table: Table, where: str) -> Table:
-    """Check the documented columns and units of an eo_pipe table; return it in those units."""
-    expected = EO_PIPE_COLUMNS[name]
+def _check_table(
+    name: str, table: Table, where: str, units: Mapping[tuple[str, str], u.UnitBase] | None = None
+) -> Table:
+    """Check the documented columns and units of an eo_pipe table; return it in those units.
+
+    ``units`` overrides the documented unit of (table, column) pairs.
+    """
+    expected = {c: (units or {}).get((name, c), unit) for c, unit in EO_PIPE_COLUMNS[name].items()}
     missing = [c for c in expected if c not in table.colnames]
     if missing:
         raise EoPipeImportError(f"{where}: {name} lacks column(s) {', '.join(missing)}")
@@ -247,18 +252,13 @@ def eo_pipe_summary(
     unknown = sorted(set(tables) - set(EO_PIPE_COLUMNS))
     if unknown:
         raise EoPipeImportError(f"{where}: not eo_pipe tables: {', '.join(unknown)}")
-    rn_unit_given = "eo_read_noise" in tables and tables["eo_read_noise"]["read_noise"].unit is not None
-    checked = {name: _check_table(name, t, where) for name, t in tables.items()}
-    if "eo_read_noise" in tables and rn_unit_given:
-        given = u.Unit(tables["eo_read_noise"]["read_noise"].unit)
-        if given.is_equivalent(u.electron):
-            checked["eo_read_noise"]["read_noise"] = tables["eo_read_noise"]["read_noise"].quantity.to_value(
-                u.electron
-            )
+    rn = tables.get("eo_read_noise")
+    if rn is not None and "read_noise" in rn.colnames and rn["read_noise"].unit is not None:
+        # A column carrying its unit says which eo_pipe configuration wrote it.
+        if u.Unit(rn["read_noise"].unit).is_equivalent(u.electron):
             read_noise_unit = "e-"
-    elif "eo_read_noise" in tables and read_noise_unit == "e-":
-        # A unit-less column declared to be in e- (apply_gains=True): taken as is, not checked.
-        checked["eo_read_noise"] = Table(tables["eo_read_noise"], copy=True)
+    units = {("eo_read_noise", "read_noise"): u.electron} if read_noise_unit == "e-" else {}
+    checked = {name: _check_table(name, t, where, units) for name, t in tables.items()}
     values: dict[str, dict[tuple[int, str], float]] = {}
     notes: dict[str, str] = {}
     for m in EO_PIPE_METRICS:
