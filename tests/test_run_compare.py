@@ -195,5 +195,5 @@ def test_report_shows_three_runs(tmp_path, three_runs):
     assert "LCA-57 CCD-007" in text or "SITCOMTN-148 Table 6" in text
     images = set(os.listdir(out / "images"))
     # Three runs measured: a trend plot; difference map and histogram for B and C against A.
-    assert {"eoFpTrendReadNoise.png", "eoFpDiffReadNoise_read_noise_B.png",
-            "eoFpDiffHistReadNoise_read_noise_C.png"} <= images  # fmt: skip
+    assert {"eoFpTrendReadNoise.png", "eoFpDiffReadNoise_B.png",
+            "eoFpDiffHistReadNoise_C.png"} <= images  # fmt: skip

@@ -616,7 +616,7 @@ def _comparison_section(w: _Writer, comparison: dict[str, Any], images: _Images)
                 row.append(
                     f"{_fmt(r['median'])} [{_fmt(r['p5'])}, {_fmt(r['p95'])}] ({r['n']})" if r["n"] else "--"
                 )
-            row.append(m.spec_text() if m.has_requirement else "none")
+            row.append(m.requirement_text())
             stat_rows.append(row)
         for lb, table in entry["changes"].items():
             finite = np.isfinite(np.asarray(table["change"], dtype=np.float64))
@@ -642,7 +642,7 @@ def _comparison_section(w: _Writer, comparison: dict[str, Any], images: _Images)
                 if amps:
                     notes.append(f"{m.label}, {lb}: {len(amps)} amplifier(s) {what}: {_listed(amps)}.")
             if len(table):
-                safe = f"{name}_{''.join(c if c.isalnum() else '_' for c in lb)}"
+                safe = "".join(c if c.isalnum() else "_" for c in lb)
                 if comparison["level"] == "amp":
                     fig = focal_plane_mosaic(table, "change", f"{m.title}: {lb} - {ref}", diverging=True)
                     gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'Diff')}_{safe}.png"),
@@ -662,7 +662,7 @@ def _comparison_section(w: _Writer, comparison: dict[str, Any], images: _Images)
                 (images.draw(fig, f"{mosaic_dataset_name(name, 'Trend')}.png"), f"{m.label}: trend")
             )
     w.paragraph("Per vendor: median [5th, 95th percentile] (amplifiers) of each run.")
-    w.table(["metric", "vendor", *labels, "requirement"], stat_rows, css="compare")
+    w.table(["metric", "vendor", *labels, "requirement (source)"], stat_rows, css="compare")
     if change_rows:
         w.table(
             ["metric", "run", "amps in both", "median change", "tolerance", "beyond tolerance",
