@@ -165,3 +165,16 @@ def test_per_ccd_geometry_mismatch_names_the_detector(tmp_path):
     raw.write(tmp_path / "bad.csv", format="ascii.csv")
     with pytest.raises(GeometryMismatchError, match="R22_S11: vendor ITL vs E2V"):
         read_per_ccd_defects(str(tmp_path / "bad.csv"))
+
+
+def test_import_command_on_the_per_ccd_table(tmp_path):
+    result = CliRunner().invoke(main, ["import-eo-pipe", DEFECTS_CSV, "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "13391, 13401, 13505, 13550: choose one" in result.output
+    out = str(tmp_path / "run13550")
+    result = CliRunner().invoke(main, ["import-eo-pipe", DEFECTS_CSV, "--run", "13550", "--out", out])
+    assert result.exit_code == 0, result.output
+    for path in (out + ".ecsv", out + ".parquet"):
+        t = read_summary_file(path)
+        assert t.meta["LEVEL"] == "detector" and t.meta["ACQUISITION_RUN"] == "13550"
+        assert set(t["amp"]) == {""} and len(t) == 205
+        assert t["dark_pixels"][t["det_name"] == "R01_S00"][0] == 159121
