@@ -197,3 +197,23 @@ def test_report_shows_three_runs(tmp_path, three_runs):
     # Three runs measured: a trend plot; difference map and histogram for B and C against A.
     assert {"eoFpTrendReadNoise.png", "eoFpDiffReadNoise_B.png",
             "eoFpDiffHistReadNoise_C.png"} <= images  # fmt: skip
+
+
+def test_requirements_carry_their_sources(tmp_path):
+    for m in METRICS.values():
+        assert m.spec_source, m.name  # a source, or the statement that there is no requirement
+        if not m.has_requirement:
+            assert m.spec_source.startswith("no requirement"), m.name
+    assert "CCD-007" in METRICS["read_noise"].requirement_text()
+    assert METRICS["dark_current_95"].requirement_text() == (
+        "<= 0.2 (95th percentile < 0.2 e-/pix/s, LCA-57 CCD-014 (EOTP))"
+    )
+    assert (
+        METRICS["total_defect_fraction"].spec_max == 0.005
+        and "CCD-012" in METRICS["total_defect_fraction"].spec_source
+    )
+    assert not METRICS["ptc_noise"].has_requirement and not METRICS["bright_defect_fraction"].has_requirement
+    override = tmp_path / "specs.yaml"
+    override.write_text("metrics:\n  read_noise: {spec: {max: 8.0}}\n")
+    rn = {m.name: m for m in load_metrics(str(override))}["read_noise"]
+    assert rn.spec_max == 8.0 and rn.spec_source == f"overridden by {override}"
