@@ -217,3 +217,12 @@ def test_requirements_carry_their_sources(tmp_path):
     override.write_text("metrics:\n  read_noise: {spec: {max: 8.0}}\n")
     rn = {m.name: m for m in load_metrics(str(override))}["read_noise"]
     assert rn.spec_max == 8.0 and rn.spec_source == f"overridden by {override}"
+
+
+def test_report_with_one_previous_run_keeps_its_image_names(tmp_path, three_runs):
+    result = build_report(None, "B", str(tmp_path / "r"), compare={"A": three_runs["A"]},
+                          summary=three_runs["B"])  # fmt: skip
+    assert result.comparison["labels"] == ["A", "B"]
+    images = set(os.listdir(tmp_path / "r" / "images"))
+    assert {"eoFpDiffReadNoise.png", "eoFpDiffHistReadNoise.png"} <= images
+    assert not any("Trend" in name for name in images)  # two runs: no trend plot

@@ -642,13 +642,15 @@ def _comparison_section(w: _Writer, comparison: dict[str, Any], images: _Images)
                 if amps:
                     notes.append(f"{m.label}, {lb}: {len(amps)} amplifier(s) {what}: {_listed(amps)}.")
             if len(table):
-                safe = "".join(c if c.isalnum() else "_" for c in lb)
+                # With one previous run the names are those of the single-comparison report.
+                safe = "".join(c if c.isalnum() else "_" for c in lb) if len(labels) > 2 else ""
+                safe = f"_{safe}" if safe else ""
                 if comparison["level"] == "amp":
                     fig = focal_plane_mosaic(table, "change", f"{m.title}: {lb} - {ref}", diverging=True)
-                    gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'Diff')}_{safe}.png"),
+                    gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'Diff')}{safe}.png"),
                                     f"{m.label}: {lb} - {ref}"))  # fmt: skip
                 fig = change_histograms(table, m, f"{m.label}: {lb} - {ref}")
-                gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'DiffHist')}_{safe}.png"),
+                gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'DiffHist')}{safe}.png"),
                                 f"{m.label}: change per vendor, {lb} - {ref}"))  # fmt: skip
         for lb, missing in entry["missing"].items():
             if missing:
