@@ -4,9 +4,11 @@
 the summary step did not run), the plots written as butler ``Plot`` datasets (drawing any that are
 missing), and writes ``OUT/index.html`` and ``OUT/report.rst`` with the images beside them in
 ``OUT/images``.  Sections follow the baseline-characterization technote: bias, dark, stability
-flat, flat pair, wavelength flats, persistence, and the differences from a previous run.  Each
-section has, per metric, the per-vendor median and 5th/95th percentiles, the number and the list
-of amplifiers outside the LSSTCam specification, and the plots.
+flat, flat pair, wavelength flats, persistence, and the differences from previous runs.  Each
+section has, per metric, the per-vendor median and 5th/95th percentiles, the requirement with its
+source, the number and the list of amplifiers outside it, and the plots.  The differences from
+previous runs (any number, from collections, other repositories or summary files) are computed by
+`lsst.eo.baseline.runCompare.compare_runs` and only rendered here.
 
 A "Missing / incomplete" section comes first: the steps of ``eo-baseline run`` that were skipped
 (no exposures), failed or were partial (as recorded by the runner in the documentation of the
