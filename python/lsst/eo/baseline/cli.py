@@ -136,7 +136,16 @@ def run_cmd(
 @main.command("report")
 @click.argument("repo")
 @click.option("--collections", required=True, help="Output collection(s) of the run (comma-separated).")
-@click.option("--compare", default=None, help="Collection(s) of a previous run to compare with.")
+@click.option(
+    "--compare",
+    "compare",
+    multiple=True,
+    help="A previous run, LABEL=SOURCE (repeatable): SOURCE is a collection of REPO, "
+    "REPO_PATH:COLLECTION of another repository, or a summary file (.parquet/.ecsv from "
+    "export-summary or import-eo-pipe).  A bare COLLECTION is labelled by its name.",
+)
+@click.option("--reference", default=None, help="Label of the reference run (default: the first --compare).")
+@click.option("--label", default=None, help="Label of this run in the comparison (default: its collection).")
 @click.option("--out", "out_dir", required=True, help="Output directory for index.html, report.rst, images.")
 @click.option("--specs", default=None, help="YAML file overriding specifications and tolerances.")
 @click.option("--title", default=None, help="Report title (HTML format).")
@@ -155,15 +164,33 @@ def run_cmd(
     help="Technote: acquisition runs (exposure science_program, comma-separated) of the Background "
     "exposure table; default the runs named by --collections (u/eo/13600 -> 13600).",
 )
-def report_cmd(repo, collections, compare, out_dir, specs, title, fmt, acquisition_runs):
+def report_cmd(repo, collections, compare, reference, label, out_dir, specs, title, fmt, acquisition_runs):
     """Write the baseline-characterization report (HTML and reStructuredText, or a technote) of a run."""
+    from .report import build_report
+    from .runCompare import parse_compare_option
+
+    runs: dict[str, str] = {}
+    for value in compare:
+        name, source = parse_compare_option(value)
+        if name in runs:
+            raise click.BadParameter(f"run label {name!r} given twice", param_hint="--compare")
+        runs[name] = source
     collections = collections.split(",") if "," in collections else collections
-    compare = compare.split(",") if compare and "," in compare else compare
     if fmt == "technote":
+        from .runCompare import load_source, resolve_source
         from .technote import build_technote
 
-        runs = [r for r in acquisition_runs.split(",") if r] if acquisition_runs else None
-        note = build_technote(repo, collections, out_dir, compare=compare, specs=specs, acquisition_runs=runs)
+        # The technote's "Differences" section compares with one run: the reference.
+        previous = ref_label = None
+        if runs:
+            ref_label = reference if reference is not None else next(iter(runs))
+            if ref_label not in runs:
+                raise click.BadParameter(f"no --compare run is labelled {ref_label!r}", param_hint="--reference")
+            previous = load_source(resolve_source(ref_label, runs[ref_label]), repo)
+        acq = [r for r in acquisition_runs.split(",") if r] if acquisition_runs else None
+        note = build_technote(
+            repo, collections, out_dir, compare=ref_label, specs=specs, previous=previous, acquisition_runs=acq
+        )
         click.echo(
             f"Technote: {note.index} ({note.n_figures} figures, {note.figure_bytes / 1e6:.1f} MB); "
             f"build it with: cd {out_dir} && sphinx-build -W -b html . _build/html"
@@ -171,12 +198,90 @@ def report_cmd(repo, collections, compare, out_dir, specs, title, fmt, acquisiti
         if note.missing:
             click.echo(f"Metrics without data: {', '.join(note.missing)}")
         return
-    from .report import build_report
-
-    result = build_report(repo, collections, out_dir, compare=compare, specs=specs, title=title)
+    result = build_report(
+        repo,
+        collections,
+        out_dir,
+        compare=runs or None,
+        specs=specs,
+        title=title,
+        reference=reference,
+        label=label,
+    )
     click.echo(f"Report: {result.html} ({result.n_images} images); reStructuredText: {result.rst}")
     if result.missing:
         click.echo(f"Metrics without data: {', '.join(result.missing)}")
+
+
+@main.command("export-summary")
+@click.argument("repo")
+@click.option("--collections", required=True, help="Output collection(s) of the run (comma-separated).")
+@click.option("--out", "out", required=True, help="Output file; FILE.parquet and FILE.ecsv are written.")
+@click.option(
+    "--run", "acquisition_run", default=None, help="Acquisition run (default: from the collection)."
+)
+def export_summary_cmd(repo, collections, out, acquisition_run):
+    """Write the run summary of REPO's COLLECTIONS as parquet and ECSV, with provenance."""
+    from .summaryExport import export_summary
+
+    paths = export_summary(repo, collections.split(","), out, acquisition_run)
+    click.echo(f"Run summary written to {paths[0]} and {paths[1]}")
+
+
+@main.command("import-eo-pipe")
+@click.argument("source")
+@click.option("--collections", default=None, help="eo_pipe output collection(s) if SOURCE is a repository.")
+@click.option("--out", "out", required=True, help="Output file; FILE.parquet and FILE.ecsv are written.")
+@click.option(
+    "--run", "acquisition_run", default=None, help="Acquisition run (required for a multi-run per-CCD table)."
+)
+@click.option(
+    "--read-noise-unit",
+    type=click.Choice(["adu", "e-"]),
+    default="adu",
+    show_default=True,
+    help="Unit of eo_read_noise.read_noise (adu: eo_pipe's apply_gains=False default).",
+)
+def import_eo_pipe_cmd(source, collections, out, acquisition_run, read_noise_unit):
+    """Convert eo_pipe's per-amplifier tables into a run summary file usable by report --compare.
+
+    SOURCE: a butler repository (with --collections), a directory of exported tables
+    (<dataset type>[_...].parquet/.csv/.ecsv), or a per-CCD defect table (<run>_bright_pixels ... columns).
+    """
+    import os
+
+    from .eoPipeImport import eo_pipe_summary, read_eo_pipe_butler, read_eo_pipe_files, read_per_ccd_defects
+    from .summaryExport import provenance, write_summary
+
+    if os.path.isfile(source):
+        per_run = read_per_ccd_defects(source)
+        if acquisition_run is None and len(per_run) > 1:
+            raise click.BadParameter(
+                f"{source} holds runs {', '.join(per_run)}: choose one", param_hint="--run"
+            )
+        run = acquisition_run or next(iter(per_run))
+        if run not in per_run:
+            raise click.BadParameter(
+                f"{source} has no run {run}; it has {', '.join(per_run)}", param_hint="--run"
+            )
+        summary, where, colls = per_run[run], source, []
+    else:
+        if collections:
+            tables = read_eo_pipe_butler(source, collections.split(","))
+            colls = collections.split(",")
+        else:
+            tables = read_eo_pipe_files(source)
+            colls = []
+        if not tables:
+            raise click.ClickException(f"{source}: no eo_pipe tables found")
+        summary = eo_pipe_summary(tables, read_noise_unit=read_noise_unit, where=source)
+        run, where = acquisition_run, source
+    meta = provenance(where, colls, acquisition_run=run or "", source="eo_pipe")
+    paths = write_summary(summary, out, meta)
+    notes = summary.meta.get("DEFINITION_NOTES") or {}
+    click.echo(f"eo_pipe summary ({len(summary)} rows) written to {paths[0]} and {paths[1]}")
+    for metric, note in notes.items():
+        click.echo(f"  {metric}: definition differs ({note})")
 
 
 @main.group("postgres")

@@ -43,7 +43,10 @@ class MetricSpec:
     dataset, column : `str` or `None`
         Per-detector table and column it comes from (None for derived metrics).
     spec_max, spec_min : `float` or `None`
-        Specification limits.
+        Requirement limits (both `None`: the metric has no requirement).
+    spec_source : `str`
+        Where the requirement comes from (LCA-57 item, LCA-128, document number), or, for a metric
+        without one, the statement that there is none.
     value_range : `tuple` or `None`
         Colour range of the focal-plane mosaic.
     log : `bool`
@@ -62,6 +65,7 @@ class MetricSpec:
     column: str | None = None
     spec_max: float | None = None
     spec_min: float | None = None
+    spec_source: str = ""
     value_range: tuple[float, float] | None = None
     log: bool = False
     tolerance_abs: float | None = None
@@ -78,6 +82,26 @@ class MetricSpec:
     def title(self) -> str:
         """Label with the unit."""
         return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def has_requirement(self) -> bool:
+        """True if the metric has a requirement (a maximum and/or a minimum)."""
+        return self.spec_max is not None or self.spec_min is not None
+
+    def requirement_text(self) -> str:
+        """The threshold with its source, or the statement that there is no requirement."""
+        if not self.has_requirement:
+            return self.spec_source or "no requirement"
+        return f"{self.spec_text()} ({self.spec_source or 'source not given'})"
+
+    def tolerance_text(self) -> str:
+        """The run-to-run tolerance as text."""
+        parts = []
+        if self.tolerance_abs is not None:
+            parts.append(f"|change| > {self.tolerance_abs:g}")
+        if self.tolerance_rel is not None:
+            parts.append(f"|change| > {100 * self.tolerance_rel:g}% of the reference")
+        return " or ".join(parts) or "none"
 
     def spec_text(self) -> str:
         """The specification as text (empty if none)."""
@@ -115,6 +139,7 @@ def _spec(name: str, raw: dict[str, Any]) -> MetricSpec:
         column=None if raw.get("derived") else raw["column"],
         spec_max=spec.get("max"),
         spec_min=spec.get("min"),
+        spec_source=str(spec.get("source", "")),
         value_range=tuple(rng) if rng else None,
         log=bool(raw.get("log", False)),
         tolerance_abs=tol.get("abs"),
@@ -150,6 +175,11 @@ def load_metrics(spec_overrides: str | None = None) -> list[MetricSpec]:
         for name, values in (overrides.get("metrics") or {}).items():
             if name not in raw:
                 raise KeyError(f"{spec_overrides}: unknown metric {name!r}; known: {sorted(raw)}")
+            values = dict(values)
+            if "spec" in values:
+                spec = dict(values["spec"] or {})
+                spec.setdefault("source", f"overridden by {spec_overrides}")
+                values["spec"] = spec
             raw[name].update(values)
     return [_spec(name, values) for name, values in raw.items()]
 

@@ -10,13 +10,16 @@ pipeline tasks, written by the butler's ``Plot`` storage class, or shown in note
   linearity residuals;
 * `time_series_figure`: per-amplifier values versus time (bias and gain stability);
 * `gain_stability_figure`: normalised flat signal versus time and versus CCD temperature;
-* `persistence_figure`: residual signal after saturation and the fitted decay.
+* `persistence_figure`: residual signal after saturation and the fitted decay;
+* `change_histograms`, `trend_figure`: run-to-run changes per vendor and per-vendor medians over
+  several runs (`lsst.eo.baseline.runCompare`).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "VENDOR_COLORS",
+    "change_histograms",
     "focal_plane_mosaic",
     "linearity_figure",
     "persistence_figure",
@@ -24,6 +27,7 @@ __all__ = [
     "ptc_figure",
     "gain_stability_figure",
     "time_series_figure",
+    "trend_figure",
     "vendor_histograms",
 ]
 
@@ -382,4 +386,78 @@ def gain_stability_figure(table: Table, det_name: str) -> Figure:
                   va="center", transform=ax_c.transAxes)  # fmt: skip
     ax_c.set_xlabel("CCD temperature, REB_COND CCDTEMP (C)")
     ax_c.set_title(f"{det_name}: flat signal versus CCD temperature")
+    return fig
+
+
+def change_histograms(changes: Table, metric: MetricSpec, title: str) -> Figure:
+    """Histograms per vendor of the run-to-run change of a metric, with the tolerance drawn.
+
+    Parameters
+    ----------
+    changes : `astropy.table.Table`
+        ``vendor`` and ``change`` columns (a ``changes`` table of
+        `lsst.eo.baseline.runCompare.compare_runs`).
+    metric : `~lsst.eo.baseline.metrics.MetricSpec`
+        The metric (label, unit, absolute tolerance).
+    title : `str`
+        Figure title.
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    change = np.asarray(changes["change"], dtype=np.float64)
+    vendors = np.char.upper(np.asarray(changes["vendor"]).astype(str))
+    finite = np.isfinite(change)
+    if finite.any():
+        lo, hi = float(change[finite].min()), float(change[finite].max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
+        for vendor, colour in VENDOR_COLORS.items():
+            sel = finite & (vendors == vendor)
+            if sel.any():
+                ax.hist(
+                    change[sel], bins=bins, histtype="step", color=colour, label=f"{vendor} ({sel.sum()})"
+                )
+    if metric.tolerance_abs is not None:
+        for sign in (-1, 1):
+            ax.axvline(sign * metric.tolerance_abs, color="red", linestyle="--")
+    ax.set_xlabel(f"change of {metric.title}")
+    ax.set_ylabel("amplifiers")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def trend_figure(stats: Table, metric: MetricSpec, labels: Sequence[str]) -> Figure:
+    """Per-vendor medians of a metric over runs, with the 5th-95th percentile band.
+
+    Parameters
+    ----------
+    stats : `astropy.table.Table`
+        ``vendor``, ``run``, ``n``, ``median``, ``p5``, ``p95`` (a ``stats`` table of
+        `lsst.eo.baseline.runCompare.compare_runs`).
+    metric : `~lsst.eo.baseline.metrics.MetricSpec`
+        The metric (requirement limits drawn).
+    labels : sequence [`str`]
+        Runs in plotting order.
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(labels))
+    for vendor, colour in VENDOR_COLORS.items():
+        rows = {str(r["run"]): r for r in stats if str(r["vendor"]) == vendor}
+        med = np.array([float(rows[lb]["median"]) if lb in rows else np.nan for lb in labels])
+        p5 = np.array([float(rows[lb]["p5"]) if lb in rows else np.nan for lb in labels])
+        p95 = np.array([float(rows[lb]["p95"]) if lb in rows else np.nan for lb in labels])
+        if np.isfinite(med).any():
+            ax.fill_between(x, p5, p95, color=colour, alpha=0.2)
+            ax.plot(x, med, "o-", color=colour, label=f"{vendor} median (5-95%)")
+    for limit in (metric.spec_max, metric.spec_min):
+        if limit is not None:
+            ax.axhline(limit, color="red", linestyle="--", label=f"requirement {limit:g}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=20, fontsize=8)
+    ax.set_ylabel(metric.title)
+    ax.set_title(f"{metric.label}: trend over runs")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return fig

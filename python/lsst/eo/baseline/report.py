@@ -4,9 +4,11 @@
 the summary step did not run), the plots written as butler ``Plot`` datasets (drawing any that are
 missing), and writes ``OUT/index.html`` and ``OUT/report.rst`` with the images beside them in
 ``OUT/images``.  Sections follow the baseline-characterization technote: bias, dark, stability
-flat, flat pair, wavelength flats, persistence, and the differences from a previous run.  Each
-section has, per metric, the per-vendor median and 5th/95th percentiles, the number and the list
-of amplifiers outside the LSSTCam specification, and the plots.
+flat, flat pair, wavelength flats, persistence, and the differences from previous runs.  Each
+section has, per metric, the per-vendor median and 5th/95th percentiles, the requirement with its
+source, the number and the list of amplifiers outside it, and the plots.  The differences from
+previous runs (any number, from collections, other repositories or summary files) are computed by
+`lsst.eo.baseline.runCompare.compare_runs` and only rendered here.
 
 A "Missing / incomplete" section comes first: the steps of ``eo-baseline run`` that were skipped
 (no exposures), failed or were partial (as recorded by the runner in the documentation of the
@@ -30,7 +32,7 @@ __all__ = [
 import html
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,7 @@ from .ampFlags import FLAGS_COLUMN, flag_names
 from .camera import get_camera
 from .metrics import MetricSpec, load_metrics, load_sections, out_of_spec
 from .plotTasks import mosaic_dataset_name
+from .runCompare import compare_runs, condense_amp_list, load_runs
 from .runState import parse_step_record
 from .runSummary import SUMMARY_DATASETS, build_run_summary
 
@@ -76,6 +79,8 @@ class ReportResult:
         Flagged amplifiers (``"R22_S11 C10"``).
     incomplete_steps : `dict` [`str`, `str`]
         Steps that were not ``done`` (status and reason), when the runner recorded them.
+    comparison : `dict` or `None`
+        The multi-run comparison shown (`lsst.eo.baseline.runCompare.compare_runs`), if any.
     """
 
     html: str
@@ -84,6 +89,7 @@ class ReportResult:
     missing: list[str] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
     incomplete_steps: dict[str, str] = field(default_factory=dict)
+    comparison: dict[str, Any] | None = None
 
 
 def load_run_summary(butler: Butler, collections: str | Sequence[str]) -> Table:
@@ -350,10 +356,12 @@ def build_report(
     repo: str | None,
     collections: str | Sequence[str],
     out_dir: str,
-    compare: str | Sequence[str] | None = None,
+    compare: str | Sequence[str] | Mapping[str, str | Table] | None = None,
     specs: str | None = None,
     title: str | None = None,
     summary: Table | None = None,
+    reference: str | None = None,
+    label: str | None = None,
 ) -> ReportResult:
     """Write the report of a run.
 
@@ -365,14 +373,21 @@ def build_report(
         Collection(s) of the run's outputs (e.g. ``u/eo/13600``).
     out_dir : `str`
         Output directory (created).
-    compare : `str` or sequence, optional
-        Collection(s) of a previous run to compare with.
+    compare : `str`, sequence or mapping, optional
+        Previous runs to compare with: ``{label: source}`` where a source is a collection of
+        ``repo``, ``REPO_PATH:COLLECTION`` of another repository, an exported summary file or a
+        summary table; or ``LABEL=SOURCE`` strings; or, as before, the collection(s) of one
+        previous run (see `lsst.eo.baseline.runCompare.load_runs`).
     specs : `str`, optional
         YAML overriding specifications/tolerances (see `lsst.eo.baseline.metrics.load_metrics`).
     title : `str`, optional
         Page title.
     summary : `astropy.table.Table`, optional
         Run summary to report instead of the one in the repository.
+    reference : `str`, optional
+        Label of the reference run of the comparison (default: the first previous run).
+    label : `str`, optional
+        Label of this run in the comparison (default: its collection).
 
     Returns
     -------
@@ -386,19 +401,19 @@ def build_report(
         if butler is None:
             raise ValueError("build_report needs a repository or a summary table")
         summary = load_run_summary(butler, collections)
-    previous = load_run_summary(butler, compare) if compare and butler is not None else None
+    previous_runs, where = load_runs(compare, repo)
     metrics = load_metrics(specs)
     images = _Images(butler, collections, out_dir)
-    label = collections if isinstance(collections, str) else ",".join(collections)
-    title = title or f"LSSTCam EO baseline characterization: {label}"
+    run_label = collections if isinstance(collections, str) else ",".join(collections)
+    title = title or f"LSSTCam EO baseline characterization: {run_label}"
     w = _Writer()
     w.heading(title, 1)
     detectors = sorted(set(int(d) for d in summary["detector"])) if len(summary) else []
     n_itl = sum(get_camera()[d].vendor == "ITL" for d in detectors)
     w.paragraph(
-        f"Repository {repo}, collection {label}: {len(detectors)} detectors ({n_itl} ITL, "
+        f"Repository {repo}, collection {run_label}: {len(detectors)} detectors ({n_itl} ITL, "
         f"{len(detectors) - n_itl} e2v), {len(summary)} amplifiers."
-        + (f" Compared with {compare if isinstance(compare, str) else ','.join(compare)}." if compare else "")
+        + (f" Compared with {', '.join(previous_runs)}." if previous_runs else "")
     )
     w.raw_html('<div id="broken-images"></div>')
     missing = [
@@ -421,10 +436,11 @@ def build_report(
         rows = []
         for m in section_metrics:
             st = metric_statistics(summary, m)
+            requirement = m.spec_text() if m.has_requirement else "none"
             for vendor in VENDORS:
                 v = st["vendors"].get(vendor)
                 if v is None:
-                    rows.append([m.title, vendor, "0", "--", "--", "--", m.spec_text() or "--", "--"])
+                    rows.append([m.title, vendor, "0", "--", "--", "--", requirement, m.spec_source, "--"])
                 else:
                     rows.append(
                         [
@@ -434,18 +450,34 @@ def build_report(
                             _fmt(v["median"]),
                             _fmt(v["p5"]),
                             _fmt(v["p95"]),
-                            m.spec_text() or "--",
-                            str(v["n_out"]) if m.spec_text() else "--",
+                            requirement,
+                            m.spec_source,
+                            str(v["n_out"]) if m.has_requirement else "--",
                         ]
                     )
-        w.table(["metric", "vendor", "amps", "median", "5th pct", "95th pct", "spec", "out of spec"], rows)
+        w.table(
+            [
+                "metric",
+                "vendor",
+                "amps",
+                "median",
+                "5th pct",
+                "95th pct",
+                "requirement",
+                "source",
+                "out of spec",
+            ],
+            rows,
+        )
         for m in section_metrics:
             bad = metric_statistics(summary, m)["out_of_spec"]
             if bad:
                 listed = ", ".join(bad[:_MAX_LISTED]) + (
                     f" ... ({len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""
                 )
-                w.paragraph(f"{m.label}: {len(bad)} amplifier(s) out of spec ({m.spec_text()}): {listed}.")
+                w.paragraph(
+                    f"{m.label}: {len(bad)} amplifier(s) out of spec ({m.requirement_text()}): {listed}."
+                )
         gallery = []
         for m in section_metrics:
             if m.name in missing:
@@ -470,8 +502,15 @@ def build_report(
                 if path:
                     items.append((path, f"{caption}: {det_name}"))
             w.details(f"{caption}, per detector", items)
-    if previous is not None:
-        _comparison_section(w, summary, previous, metrics, images, compare)
+    comparison = None
+    if previous_runs:
+        this = label or run_label
+        while this in previous_runs:
+            this = f"{this} (this run)"
+        runs = {**previous_runs, this: summary}
+        where[this] = f"{repo}:{run_label}" if repo else "this report's summary"
+        comparison = compare_runs(runs, metrics, reference=reference, provenance=where)
+        _comparison_section(w, comparison, images)
     w.raw_html(_IMAGE_CHECK)
     html_path = os.path.join(out_dir, "index.html")
     with open(html_path, "w") as f:
@@ -494,6 +533,7 @@ def build_report(
         missing=missing,
         flagged=[f"{g['det_name']} {amp}" for g in flagged for amp in g["amps"]],
         incomplete_steps=incomplete,
+        comparison=comparison,
     )
 
 
@@ -541,63 +581,100 @@ def _missing_section(
         )
 
 
-def _comparison_section(
-    w: _Writer, summary: Table, previous: Table, metrics, images: _Images, compare
-) -> None:
-    from .plotting import focal_plane_mosaic
+def _listed(names: Sequence[str]) -> str:
+    text = condense_amp_list(names[:_MAX_LISTED])
+    return text + (f" ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
-    label = compare if isinstance(compare, str) else ",".join(compare)
+
+def _comparison_section(w: _Writer, comparison: dict[str, Any], images: _Images) -> None:
+    """The "Differences from previous runs" section from `compare_runs`' result."""
+    from .plotting import change_histograms, focal_plane_mosaic, trend_figure
+
+    labels, ref = comparison["labels"], comparison["reference"]
     w.heading("Differences from previous runs", 2)
     w.paragraph(
-        f"This run minus {label}.  An amplifier is flagged when its change exceeds the metric's "
-        "tolerance (absolute or relative, see data/metrics.yaml)."
+        "Runs: "
+        + "; ".join(f"{lb} ({comparison['provenance'].get(lb, '?')})" for lb in labels)
+        + f".  Reference run: {ref}; changes are each run minus {ref}.  An amplifier is flagged when its "
+        "change exceeds the metric's tolerance (data/metrics.yaml), and listed when it is newly out of "
+        "requirement or back in.  Amplifiers are matched by detector and amplifier name."
+        + (
+            "  One source is per CCD: runs are compared per detector, on the defect metrics only."
+            if comparison["level"] == "detector"
+            else ""
+        )
     )
-    rows = []
-    notes = []
+    stat_rows = []
+    change_rows = []
+    notes: list[str] = []
     gallery = []
-    for m in metrics:
-        c = compare_summaries(summary, previous, m)
-        if not c["vendors"] and not c["only_current"] and not c["only_previous"]:
+    for name, entry in comparison["metrics"].items():
+        m = entry["metric"]
+        if len(entry["not_measured"]) == len(labels):
             continue
         for vendor in VENDORS:
-            v = c["vendors"].get(vendor)
-            if v is not None:
-                rows.append(
-                    [
-                        m.title,
-                        vendor,
-                        str(v["n"]),
-                        _fmt(v["previous"]),
-                        _fmt(v["current"]),
-                        _fmt(v["median_diff"]),
-                        str(len(c["changed"])),
-                    ]
+            row = [m.title, vendor]
+            for lb in labels:
+                r = [x for x in entry["stats"] if x["vendor"] == vendor and x["run"] == lb][0]
+                row.append(
+                    f"{_fmt(r['median'])} [{_fmt(r['p5'])}, {_fmt(r['p95'])}] ({r['n']})" if r["n"] else "--"
                 )
-        if c["changed"]:
-            listed = ", ".join(f"{n} ({_fmt(a)} -> {_fmt(b)})" for n, a, b in c["changed"][:_MAX_LISTED])
-            notes.append(f"{m.label}: {len(c['changed'])} amplifier(s) changed beyond tolerance: {listed}.")
-        if c["only_current"] or c["only_previous"]:
-            examples = ", ".join((c["only_current"] + c["only_previous"])[:8])
-            notes.append(
-                f"{m.label}: {len(c['only_current'])} amplifier(s) only in this run, "
-                f"{len(c['only_previous'])} only in the previous one (e.g. {examples})."
+            row.append(m.requirement_text())
+            stat_rows.append(row)
+        for lb, table in entry["changes"].items():
+            finite = np.isfinite(np.asarray(table["change"], dtype=np.float64))
+            change_rows.append(
+                [
+                    m.title,
+                    lb,
+                    str(len(table)),
+                    _fmt(float(np.median(table["change"][finite]))) if finite.any() else "--",
+                    m.tolerance_text(),
+                    str(len(entry["exceeds"][lb])),
+                    str(len(entry["newly_out"][lb])),
+                    str(len(entry["back_in"][lb])),
+                    str(len(entry["missing"].get(lb, []))),
+                ]
             )
-        if c["diff"] is not None and len(c["diff"]):
-            name = f"{mosaic_dataset_name(m.name, 'Diff')}.png"
-            fig = focal_plane_mosaic(c["diff"], m.name, f"{m.title}: this run - previous", diverging=True)
-            gallery.append((images.draw(fig, name), f"{m.label}: difference"))
-    w.table(
-        [
-            "metric",
-            "vendor",
-            "amps in both",
-            "previous median",
-            "current median",
-            "median difference",
-            "amps changed",
-        ],
-        rows,
-    )
+            for key, what in (
+                ("exceeds", "changed beyond tolerance"),
+                ("newly_out", "newly out of requirement"),
+                ("back_in", "back within requirement"),
+            ):
+                amps = entry[key][lb]
+                if amps:
+                    notes.append(f"{m.label}, {lb}: {len(amps)} amplifier(s) {what}: {_listed(amps)}.")
+            if len(table):
+                # With one previous run the names are those of the single-comparison report.
+                safe = "".join(c if c.isalnum() else "_" for c in lb) if len(labels) > 2 else ""
+                safe = f"_{safe}" if safe else ""
+                if comparison["level"] == "amp":
+                    fig = focal_plane_mosaic(table, "change", f"{m.title}: {lb} - {ref}", diverging=True)
+                    gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'Diff')}{safe}.png"),
+                                    f"{m.label}: {lb} - {ref}"))  # fmt: skip
+                fig = change_histograms(table, m, f"{m.label}: {lb} - {ref}")
+                gallery.append((images.draw(fig, f"{mosaic_dataset_name(name, 'DiffHist')}{safe}.png"),
+                                f"{m.label}: change per vendor, {lb} - {ref}"))  # fmt: skip
+        for lb, missing in entry["missing"].items():
+            if missing:
+                notes.append(f"{m.label}: {len(missing)} amplifier(s) missing from {lb}: {_listed(missing)}.")
+        if entry["not_measured"]:
+            notes.append(f"{m.label}: not measured in {', '.join(entry['not_measured'])}.")
+        notes += [f"{m.label}: {note} (shown side by side, not differenced)." for note in entry["notes"]]
+        if len(labels) - len(entry["not_measured"]) >= 3:
+            fig = trend_figure(entry["stats"], m, labels)
+            gallery.append(
+                (images.draw(fig, f"{mosaic_dataset_name(name, 'Trend')}.png"), f"{m.label}: trend")
+            )
+    w.paragraph("Per vendor: median [5th, 95th percentile] (amplifiers) of each run.")
+    w.table(["metric", "vendor", *labels, "requirement (source)"], stat_rows, css="compare")
+    if change_rows:
+        w.table(
+            ["metric", "run", "amps in both", "median change", "tolerance", "beyond tolerance",
+             "newly out", "back in", "missing"],
+            change_rows,
+            css="changes",
+        )  # fmt: skip
     for note in notes:
         w.paragraph(note)
     w.images(gallery)

@@ -6,7 +6,9 @@ slot and vendor.  Families that did not run leave NaN columns: the summary of a 
 still complete in shape.  Derived metrics:
 
 * ``bright_defect_fraction`` = (bright pixels + bright columns x data height) / data pixels;
-* ``dark_defect_fraction`` likewise for dark defects.
+* ``dark_defect_fraction`` likewise for dark defects;
+* ``total_defect_fraction`` = their sum (the quantity LCA-57 CCD-012 bounds; a pixel found both bright
+  in the darks and dark in the flats counts twice).
 
 Amplifier flags (`lsst.eo.baseline.ampFlags`): ``flags`` is the OR of the ``flags`` columns of
 all the tables of the amplifier and ``flag_sources`` names the tables that set them; every metric
@@ -144,6 +146,7 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
             pixels = row.get(f"{kind}_pixels", np.nan)
             columns = row.get(f"{kind}_columns", np.nan)
             row[f"{kind}_defect_fraction"] = (pixels + columns * ny) / (nx * ny)
+        row["total_defect_fraction"] = row["bright_defect_fraction"] + row["dark_defect_fraction"]
         for led in leds:
             row.setdefault(f"nonuniformity_{led}", np.nan)
             row.setdefault(f"relative_response_{led}", np.nan)
