@@ -185,11 +185,19 @@ def report_cmd(repo, collections, compare, reference, label, out_dir, specs, tit
         if runs:
             ref_label = reference if reference is not None else next(iter(runs))
             if ref_label not in runs:
-                raise click.BadParameter(f"no --compare run is labelled {ref_label!r}", param_hint="--reference")
+                raise click.BadParameter(
+                    f"no --compare run is labelled {ref_label!r}", param_hint="--reference"
+                )
             previous = load_source(resolve_source(ref_label, runs[ref_label]), repo)
         acq = [r for r in acquisition_runs.split(",") if r] if acquisition_runs else None
         note = build_technote(
-            repo, collections, out_dir, compare=ref_label, specs=specs, previous=previous, acquisition_runs=acq
+            repo,
+            collections,
+            out_dir,
+            compare=ref_label,
+            specs=specs,
+            previous=previous,
+            acquisition_runs=acq,
         )
         click.echo(
             f"Technote: {note.index} ({note.n_figures} figures, {note.figure_bytes / 1e6:.1f} MB); "
