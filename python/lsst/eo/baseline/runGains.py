@@ -19,6 +19,7 @@ __all__ = [
     "GAIN_SOURCE_CAMERA",
     "GAIN_SOURCE_PTC",
     "RunGains",
+    "camera_gain_amplifiers",
     "choose_gains",
     "quantum_gains",
     "run_gains",
@@ -152,3 +153,27 @@ def quantum_gains(butlerQC, inputRefs, detector: DetectorInfo, connection: str =
         ref = ref[0] if ref else None
     ptc = butlerQC.get(ref) if ref is not None else None
     return run_gains(detector, ptc)
+
+
+def camera_gain_amplifiers(summary: Table) -> list[dict[str, object]]:
+    """Amplifiers of a run summary whose values in electrons use camera-model gains.
+
+    Parameters
+    ----------
+    summary : `astropy.table.Table`
+        Run summary (`lsst.eo.baseline.runSummary.build_run_summary`), with its
+        ``camera_gain_sources`` column (absent in summaries written before it: nothing is listed).
+
+    Returns
+    -------
+    groups : `list` [`dict`]
+        Per detector and set of tables: ``det_name``, ``amps`` (list) and ``sources`` (the tables).
+    """
+    if "camera_gain_sources" not in summary.colnames or not len(summary):
+        return []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in summary:
+        sources = str(row["camera_gain_sources"])
+        if sources:
+            groups.setdefault((str(row["det_name"]), sources), []).append(str(row["amp"]))
+    return [{"det_name": det, "amps": amps, "sources": sources} for (det, sources), amps in groups.items()]
