@@ -185,3 +185,17 @@ def test_summary_and_report_list_the_camera_gain_amplifiers():
     groups = camera_gain_amplifiers(summary)
     assert len(groups) == 1 and groups[0]["det_name"] == DET
     assert sorted(groups[0]["amps"]) == sorted([NAN_AMP, ZERO_AMP])
+
+
+def test_report_lists_the_camera_gain_amplifiers(tmp_path):
+    from lsst.eo.baseline.report import build_report
+
+    det = get_camera()[DET]
+    image = np.full(det.ccd_type.shape, 0.01, dtype=np.float32)
+    table = dark_current_table(image, det, gains=run_gains(det, _ptc(det)))
+    summary = build_run_summary({"eoDarkCurrent": {det.id: table}})
+    result = build_report(None, "test/run_gains", str(tmp_path / "report"), summary=summary)
+    text = open(result.rst).read()
+    section = text[text.index("Missing / incomplete") :]
+    assert "2 amplifier(s) without a usable PTC gain" in section
+    assert f"{ZERO_AMP}, {NAN_AMP}" in section or f"{NAN_AMP}, {ZERO_AMP}" in section
