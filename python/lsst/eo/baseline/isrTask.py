@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from lsst.pex.config import ChoiceField, Config, Field
+from lsst.pex.config import Config, Field
 from lsst.pipe.base import Task
 
-from .camera import AmpLayout, nominal_amps
+from .camera import AmpLayout
 from .isr import (
     OverscanResult,
     apply_parallel_overscan,
@@ -25,7 +25,7 @@ from .isr import (
     serial_overscan_noise,
     serial_overscan_rows,
 )
-from .rawdata import RawAmp, RawCcd
+from .rawdata import RawAmp
 
 
 @dataclass
@@ -99,11 +99,6 @@ class EoIsrConfig(Config):
     )
     doBias = Field[bool](doc="Subtract a combined bias (adu, before gains).", default=False)
     doApplyGains = Field[bool](doc="Convert the image to electrons with the amplifier gains.", default=False)
-    gainSource = ChoiceField[str](
-        doc="Where gains come from when none are passed to run().",
-        allowed={"CAMERA": "nominal camera-model gains (lsstcam_amps.csv)", "NONE": "gain 1"},
-        default="CAMERA",
-    )
     doDark = Field[bool](
         doc="Subtract a combined dark (adu/s) scaled by DARKTIME, in adu (before gains).", default=False
     )
@@ -117,12 +112,6 @@ class EoIsrTask(Task):
     ConfigClass = EoIsrConfig
     _DefaultName = "isr"
     config: EoIsrConfig
-
-    def default_gains(self, raw: RawCcd) -> dict[str, float]:
-        """Gains used when the caller passes none (per ``gainSource``)."""
-        if self.config.gainSource == "NONE":
-            return {a: 1.0 for a in raw.detector.amp_names}
-        return {a: v.gain for a, v in nominal_amps(raw.detector.name).items()}
 
     def run_amp(
         self,
