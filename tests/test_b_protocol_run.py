@@ -103,6 +103,8 @@ def test_short_run_falls_back_to_camera_gains(analysed):
     for name in ("eoReadNoise", "eoDarkCurrent", "eoWavelengthFlats", "eoPersistence"):
         table = butler.get(name, instrument="LSSTCam", detector=94)
         assert set(table["gain_source"]) == {"CAMERA"}, name
+        # The certified eoPtc was found (its gains are unusable, not absent).
+        assert table.meta["PTC_FOUND"] is True, name
         np.testing.assert_array_equal(table["gain_e_per_adu"], [camera[a] for a in table["amp"]])
     dc = butler.get("eoDarkCurrent", instrument="LSSTCam", detector=94)
     np.testing.assert_allclose(

@@ -70,6 +70,7 @@ def test_steps_run_what_they_can(analysed):
     # The PTC has no gain (too few points): the read noise falls back to the camera-model gains.
     rn = butler.get("eoReadNoise", instrument="LSSTCam", detector=DET_ID)
     assert set(rn["gain_source"]) == {"CAMERA"} and rn.meta["GAIN_SOURCE"] == "CAMERA"
+    assert rn.meta["PTC_FOUND"] is True
 
 
 @pytest.mark.slow

@@ -76,9 +76,9 @@ def test_run_gains_from_a_ptc_dataset():
             assert result.sources[amp] == GAIN_SOURCE_PTC
             assert result.gains[amp] == pytest.approx(1.25 * camera[amp], rel=1e-15)
     assert sorted(result.camera_amps) == sorted([NAN_AMP, ZERO_AMP])
-    assert result.summary == "PTC+CAMERA"
+    assert result.summary == "PTC+CAMERA" and result.ptc_found
     without = run_gains(det)
-    assert without.summary == "CAMERA" and without.gains == camera
+    assert without.summary == "CAMERA" and without.gains == camera and not without.ptc_found
 
 
 def test_quantum_gains_without_and_with_a_ptc():
@@ -127,7 +127,7 @@ def test_dark_current_follows_the_ptc_gain_not_the_camera_gain():
         assert row["dark_current_clipped_mean_e_per_s"] == pytest.approx(adu * g, rel=1e-6)
         assert row["gain_e_per_adu"] == pytest.approx(g, rel=1e-15)
         assert row["gain_source"] == ("CAMERA" if amp in (NAN_AMP, ZERO_AMP) else "PTC")
-    assert table.meta["GAIN_SOURCE"] == "PTC+CAMERA"
+    assert table.meta["GAIN_SOURCE"] == "PTC+CAMERA" and table.meta["PTC_FOUND"] is True
     # Another camera model changes only the fallback amplifiers.
     other, sources = choose_gains(det.amp_names, dict(_ptc(det).gain), {a: 2 * g for a, g in camera.items()})
     moved = dark_current_table(image, det, gains=RunGains(other, sources))
@@ -166,6 +166,7 @@ def test_read_noise_follows_the_ptc_gain_not_the_camera_gain(biases):
     # The adu values do not depend on the gains; the e- values scale by PTC / camera gain.
     np.testing.assert_array_equal(t["read_noise_adu"], ref["read_noise_adu"])
     assert set(ref["gain_source"]) == {"CAMERA"} and ref.meta["GAIN_SOURCE"] == "CAMERA"
+    assert ref.meta["PTC_FOUND"] is False and t.meta["PTC_FOUND"] is True
     ratio = np.asarray(t["read_noise_overscan_e"]) / np.asarray(ref["read_noise_overscan_e"])
     expected = [1.0 if a in (NAN_AMP, ZERO_AMP) else 1.25 for a in t["amp"]]
     np.testing.assert_allclose(ratio, expected, rtol=1e-12)

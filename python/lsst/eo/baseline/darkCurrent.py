@@ -102,7 +102,7 @@ def dark_current_table(
              *(f"dark_current_{s}_adu_per_s" for s in stats), "gain_e_per_adu", "gain_source"]  # fmt: skip
     table = table[order]
     table.meta.update({"DETECTOR": detector.id, "DET_NAME": detector.name, "PERCENTILE": percentile,
-                       "GAIN_SOURCE": gains.summary})  # fmt: skip
+                       **gains.metadata})  # fmt: skip
     return apply_amp_flags(table, flags, required=["dark_current_median_e_per_s"], skip=["gain_e_per_adu"])
 
 

@@ -532,7 +532,7 @@ class EoPersistenceTask(PipelineTask):
             summary[name].unit = "s"
         run_gain.add_columns(summary)
         run_gain.add_columns(per_exposure)
-        meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, "GAIN_SOURCE": run_gain.summary,
+        meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, **run_gain.metadata,
                 "DARK": "eoDark" if cfg.isr.doDark else f"{cfg.darkCurrent} e-/s",
                 "FIT_OFFSET": cfg.fitOffset, "TIME_REFERENCE": "flat MJD-END"}  # fmt: skip
         summary.meta.update(meta)

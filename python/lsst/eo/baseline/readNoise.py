@@ -321,7 +321,7 @@ class EoReadNoiseTask(PipelineTask):
                     t[name].unit = "electron"
             t["gain_e_per_adu"].unit = "electron/adu"
             t.meta.update(
-                {"DETECTOR": detector.id, "DET_NAME": detector.name, "GAIN_SOURCE": gains.summary,
+                {"DETECTOR": detector.id, "DET_NAME": detector.name, **gains.metadata,
                  "SAMPLER_SEED": cfg.samplerSeed, "EDGE_BUFFER": cfg.edgeBuffer, "N_BOXES": cfg.nBoxes,
                  "BOX_SIZE": cfg.boxSize}
             )  # fmt: skip

@@ -90,10 +90,14 @@ class RunGains:
         Gain per amplifier (e-/adu).
     sources : `dict` [`str`, `str`]
         `GAIN_SOURCE_PTC` or `GAIN_SOURCE_CAMERA` per amplifier.
+    ptc_found : `bool`
+        Whether the run had a PTC for the detector (False: every gain is a camera-model gain
+        because there is no ``eoPtc``, not because its gains are unusable).
     """
 
     gains: dict[str, float]
     sources: dict[str, str]
+    ptc_found: bool = False
 
     @property
     def camera_amps(self) -> list[str]:
@@ -110,16 +114,21 @@ class RunGains:
             return GAIN_SOURCE_CAMERA
         return f"{GAIN_SOURCE_PTC}+{GAIN_SOURCE_CAMERA}"
 
+    @property
+    def metadata(self) -> dict[str, object]:
+        """Table metadata: ``GAIN_SOURCE`` (`summary`) and ``PTC_FOUND`` (`ptc_found`)."""
+        return {"GAIN_SOURCE": self.summary, "PTC_FOUND": self.ptc_found}
+
     def add_columns(self, table: Table) -> Table:
         """Add (or overwrite) ``gain_e_per_adu`` and ``gain_source`` by the table's ``amp`` column.
 
-        Also sets the ``GAIN_SOURCE`` metadata to `summary`.  Returns the table (modified in place).
+        Also sets the `metadata`.  Returns the table (modified in place).
         """
         amps = [str(a) for a in table["amp"]]
         table["gain_e_per_adu"] = np.array([self.gains[a] for a in amps], dtype=np.float64)
         table["gain_e_per_adu"].unit = "electron/adu"
         table["gain_source"] = np.array([self.sources[a] for a in amps], dtype="U6")
-        table.meta["GAIN_SOURCE"] = self.summary
+        table.meta.update(self.metadata)
         return table
 
 
@@ -139,7 +148,7 @@ def run_gains(detector: DetectorInfo, ptc: EoPtcDataset | None = None) -> RunGai
     """
     camera = {a: v.gain for a, v in nominal_amps(detector.name).items()}
     gains, sources = choose_gains(detector.amp_names, None if ptc is None else dict(ptc.gain), camera)
-    return RunGains(gains=gains, sources=sources)
+    return RunGains(gains=gains, sources=sources, ptc_found=ptc is not None)
 
 
 def quantum_gains(butlerQC, inputRefs, detector: DetectorInfo, connection: str = "ptc") -> RunGains:

@@ -62,9 +62,7 @@ def run_quanta_benchmark(
     """
     with tempfile.TemporaryDirectory() as tmp:
         sim = simulate_and_ingest(work_dir or tmp, "quanta_plan.yaml", _PLAN, detectors, "13800", 11, jobs)
-        step = run_pipetask_step(
-            sim.repo, "u/quanta/bias", BIAS_TASKS, "exposure.observation_type = 'bias'"
-        )
+        step = run_pipetask_step(sim.repo, "u/quanta/bias", BIAS_TASKS, "exposure.observation_type = 'bias'")
     return {
         "detectors": sim.detectors,
         "biases_per_detector": BIASES,
