@@ -12,12 +12,13 @@ from lsst.daf.butler import Butler, CollectionType
 from matplotlib.image import imread as plt_imread
 
 from lsst.eo.baseline.ampStream import RawFileHandle
-from lsst.eo.baseline.camera import get_camera
+from lsst.eo.baseline.camera import get_camera, nominal_amps
 from lsst.eo.baseline.ingest import ingest_raws
 from lsst.eo.baseline.metrics import load_metrics
 from lsst.eo.baseline.readNoise import EoReadNoiseTask
 from lsst.eo.baseline.repo import create_repo
 from lsst.eo.baseline.report import compare_summaries
+from lsst.eo.baseline.runGains import run_gains
 from lsst.eo.baseline.runner import run_analysis
 from lsst.eo.baseline.simulator import load_truth, simulate
 
@@ -39,7 +40,9 @@ def analysed(tmp_path_factory):
 @pytest.mark.slow
 def test_steps_and_collections(analysed):
     repo, _, results = analysed
-    steps = ["bias", "dark", "flat", "stability", "lambda", "persistence", "summary"]
+    # cp_pipe's order: bias and the adu/s dark, the PTC, then every value in electrons.
+    steps = ["bias", "dark", "flat", "readnoise", "darkcurrent", "stability", "lambda", "persistence",
+             "summary"]  # fmt: skip
     assert [(r.step.name, r.status) for r in results] == [(s, "done") for s in steps], [
         r.message for r in results
     ]
@@ -47,7 +50,7 @@ def test_steps_and_collections(analysed):
     assert butler.collections.get_info("LSSTCam/calib/eo/13600").type == CollectionType.CALIBRATION
     chain = butler.collections.get_info("u/eo/13600").children
     assert list(chain) == [f"u/eo/13600/{s}" for s in reversed(steps)] + ["LSSTCam/calib/eo/13600"]
-    for name in ("eoBias", "eoDark"):
+    for name in ("eoBias", "eoDark", "eoPtc"):
         refs = butler.query_datasets(name, collections="LSSTCam/calib/eo/13600", find_first=False)
         assert len(refs) == 1, name
     butler = Butler.from_config(repo, collections="u/eo/13600")
@@ -68,19 +71,50 @@ def test_pipeline_selects_the_right_exposures(analysed):
     files = sorted(
         (int(r["exposure_id"]), r["path"]) for r in truth.files if int(r["exposure_id"]) in bias_ids
     )
-    direct = EoReadNoiseTask().run(
-        [RawFileHandle(os.path.join(raws, p)) for _, p in files], get_camera()["R22_S11"]
-    )
     butler = Butler.from_config(repo, collections="u/eo/13600")
+    det = get_camera()["R22_S11"]
+    gains = run_gains(det, butler.get("eoPtc", instrument="LSSTCam", detector=94))
+    direct = EoReadNoiseTask().run([RawFileHandle(os.path.join(raws, p)) for _, p in files], det, gains)
     piped = butler.get("eoReadNoise", instrument="LSSTCam", detector=94)
     np.testing.assert_array_equal(
         piped["read_noise_overscan_adu"], direct.readNoise["read_noise_overscan_adu"]
     )
+    # The read noise in e- uses the certified PTC's gains, amplifier by amplifier.
+    np.testing.assert_array_equal(piped["read_noise_e"], direct.readNoise["read_noise_e"])
+    assert list(piped["gain_source"]) == [gains.sources[a] for a in piped["amp"]]
     stab = butler.get("eoBiasStabilityExposures", instrument="LSSTCam", detector=94)
     assert set(stab["exposure"]) == bias_ids
     cti = butler.get("eoCtiVsSignal", instrument="LSSTCam", detector=94)
     ptc_ids = set(int(e) for e in truth.exposures[truth.exposures["testtype"] == "PTC"]["exposure_id"])
     assert set(cti["exposure"]) == ptc_ids
+
+
+@pytest.mark.slow
+def test_short_run_falls_back_to_camera_gains(analysed):
+    """4 flat pairs give no FULLCOVARIANCE PTC gain: every e- table says CAMERA, the report lists it."""
+    repo, _, _ = analysed
+    butler = Butler.from_config(repo, collections="u/eo/13600")
+    ptc = butler.get("eoPtc", instrument="LSSTCam", detector=94)
+    camera = {a: v.gain for a, v in nominal_amps("R22_S11").items()}
+    usable = {a for a, g in ptc.gain.items() if np.isfinite(g) and g > 0}
+    assert not usable, f"b_protocol_short now has PTC gains for {sorted(usable)}: update this test"
+    dark = butler.get("eoDark", instrument="LSSTCam", detector=94)
+    assert dark.metadata["UNITS"] == "adu/s"
+    for name in ("eoReadNoise", "eoDarkCurrent", "eoWavelengthFlats", "eoPersistence"):
+        # The butler strips table metadata on read unless asked not to.
+        table = butler.get(
+            name, instrument="LSSTCam", detector=94, parameters={"strip_astropy_meta_yaml": False}
+        )
+        assert set(table["gain_source"]) == {"CAMERA"}, name
+        # The certified eoPtc was found (its gains are unusable, not absent).
+        assert table.meta["PTC_FOUND"] is True, name
+        np.testing.assert_array_equal(table["gain_e_per_adu"], [camera[a] for a in table["amp"]])
+    dc = butler.get("eoDarkCurrent", instrument="LSSTCam", detector=94)
+    np.testing.assert_allclose(
+        dc["dark_current_median_e_per_s"], dc["dark_current_median_adu_per_s"] * dc["gain_e_per_adu"]
+    )
+    summary = butler.get("eoRunSummary", instrument="LSSTCam")
+    assert all("eoReadNoise" in s and "eoDarkCurrent" in s for s in summary["camera_gain_sources"])
 
 
 @pytest.mark.slow
@@ -97,7 +131,7 @@ def test_missing_run_is_skipped_with_a_reason(tmp_path):
     repo = str(tmp_path / "repo")
     create_repo(repo)
     results = run_analysis(repo, "99999", "b_protocol")
-    assert [r.status for r in results] == ["skipped"] * 7
+    assert [r.status for r in results] == ["skipped"] * 9
     assert "no exposure matches" in results[0].message
 
 

@@ -158,7 +158,7 @@ def test_combined_calibrations(products):
     dark = products["R22_S11"]["dark"]
     assert bias.image.array.shape == (4004, 4096)
     assert bias.metadata["UNITS"] == "adu" and bias.metadata["NINPUTS"] == 8
-    assert dark.metadata["UNITS"] == "electron/s" and dark.metadata["NINPUTS"] == 4
+    assert dark.metadata["UNITS"] == "adu/s" and dark.metadata["NINPUTS"] == 4
     assert not bias.mask.get("BAD").any()
 
 

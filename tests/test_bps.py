@@ -21,13 +21,14 @@ from lsst.eo.baseline.simulator import simulate
 BIN = os.path.dirname(sys.executable)
 DETECTORS = ["R01_S01", "R22_S11"]  # one ITL and one e2v CCD
 DET_IDS = sorted(get_camera()[name].id for name in DETECTORS)
-STEPS = ["bias", "dark"]
+# The read noise runs after the PTC in a full run; without the flat step it uses the camera gains.
+STEPS = ["bias", "dark", "readnoise"]
 # Tables compared between the pipetask and the BPS runs.
-TABLES = {"bias": ["eoReadNoise", "eoBiasStability"], "dark": ["eoDarkCurrent", "eoBrightDefects"]}
+TABLES = {"bias": ["eoBiasStability"], "dark": ["eoBrightDefects"], "readnoise": ["eoReadNoise"]}
 
 
 def _run_with_bps(repo: str, submit: str):
-    """The bias and dark steps as BPS workflows on parsl (output prefix u/bps)."""
+    """The bias, dark and read-noise steps as BPS workflows on parsl (output prefix u/bps)."""
     return run_analysis(
         repo,
         "13600",
@@ -125,11 +126,11 @@ def test_bps_submit_of_a_shipped_step_file(analysed):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     butler = Butler.from_config(repo)
-    got = butler.get("eoReadNoise", instrument="LSSTCam", detector=det, collections="u/direct/bias")
-    ref = butler.get("eoReadNoise", instrument="LSSTCam", detector=det, collections="u/eo/13600")
-    _assert_same_table(ref, got, "eoReadNoise")
+    got = butler.get("eoBiasStability", instrument="LSSTCam", detector=det, collections="u/direct/bias")
+    ref = butler.get("eoBiasStability", instrument="LSSTCam", detector=det, collections="u/eo/13600")
+    _assert_same_table(ref, got, "eoBiasStability")
     # Only the selected detector was processed.
-    assert len(butler.query_datasets("eoReadNoise", collections="u/direct/bias", limit=None)) == 1
+    assert len(butler.query_datasets("eoBiasStability", collections="u/direct/bias", limit=None)) == 1
 
 
 def _per_detector_labels(pipeline_file: str) -> set[str]:
@@ -165,7 +166,7 @@ def test_bps_step_resumes_only_what_is_missing(analysed):
         ref
         for name in ("eoReadNoise", "eoReadNoise_metadata")
         for ref in butler.query_datasets(
-            name, collections="u/bps/13600/bias", data_id={"instrument": "LSSTCam", "detector": det}
+            name, collections="u/bps/13600/readnoise", data_id={"instrument": "LSSTCam", "detector": det}
         )
     ]
     assert len(lost) == 2
@@ -174,9 +175,9 @@ def test_bps_step_resumes_only_what_is_missing(analysed):
     assert [(r.step.name, r.status) for r in results] == [(s, "done") for s in STEPS], [
         r.message for r in results
     ]
-    assert "--skip-existing-in u/bps/13600/bias" in results[0].commands[0]
+    assert "--skip-existing-in u/bps/13600/readnoise" in results[2].commands[0]
     butler = Butler.from_config(repo)
-    for name in ("eoReadNoise", "eoBiasStability", "eoDarkCurrent"):
+    for name in ("eoReadNoise", "eoBiasStability", "eoBrightDefects"):
         refs = butler.query_datasets(name, collections="u/bps/13600", find_first=False, limit=None)
         assert sorted(r.dataId["detector"] for r in refs) == DET_IDS, name  # one per detector
     _assert_same_table(

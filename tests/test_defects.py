@@ -18,6 +18,7 @@ from lsst.eo.baseline.defects import (
     tabulate_amp_defects,
     tabulate_defects,
 )
+from lsst.eo.baseline.runGains import GAIN_SOURCE_PTC, RunGains
 
 
 def _afw_boxes_by_hand(mask):
@@ -225,8 +226,16 @@ def test_dark_current_table():
         image[b.y.start : b.y.stop, b.x.start : b.x.stop] = np.linspace(0, 0.02 * (i + 1), b.area).reshape(
             tuple(b.shape)
         )
-    table = dark_current_table(image, det)
+    # The image is in adu/s; amplifier i has a PTC gain of 1 + i / 10 e-/adu.
+    gains = RunGains(
+        gains={a: 1.0 + i / 10 for i, a in enumerate(det.amp_names)},
+        sources={a: GAIN_SOURCE_PTC for a in det.amp_names},
+    )
+    table = dark_current_table(image, det, gains=gains)
     for i, row in enumerate(table):
         top = 0.02 * (i + 1)
-        assert row["dark_current_median_e_per_s"] == pytest.approx(top / 2, rel=1e-4)
-        assert row["dark_current_95_e_per_s"] == pytest.approx(0.95 * top, rel=1e-4)
+        assert row["dark_current_median_adu_per_s"] == pytest.approx(top / 2, rel=1e-4)
+        assert row["dark_current_95_adu_per_s"] == pytest.approx(0.95 * top, rel=1e-4)
+        assert row["dark_current_median_e_per_s"] == pytest.approx(top / 2 * (1.0 + i / 10), rel=1e-4)
+        assert row["dark_current_95_e_per_s"] == pytest.approx(0.95 * top * (1.0 + i / 10), rel=1e-4)
+        assert row["gain_source"] == "PTC" and row["gain_e_per_adu"] == pytest.approx(1.0 + i / 10)

@@ -13,6 +13,7 @@ from lsst.eo.baseline.cosmicRays import find_cosmic_rays, persistent_hits_unmask
 from lsst.eo.baseline.cti import eo_pipe_eper, eo_pipe_minimal_isr, eper
 from lsst.eo.baseline.darkCurrent import dark_current_table
 from lsst.eo.baseline.readNoise import box_stdevs, eo_pipe_read_noise, overscan_sampling_region, sampler_rng
+from lsst.eo.baseline.runGains import RunGains
 from lsst.eo.baseline.stacking import clipped_mean_stack
 
 ITL = get_camera()["R01_S01"].ccd_type
@@ -253,7 +254,11 @@ def test_dark_current_95_is_the_linear_percentile_of_all_amp_pixels():
     # (linear) of n values v_k = k at 95 is 0.95 (n - 1); the median is (n - 1) / 2.
     values = np.random.default_rng(9).permutation(n).astype(np.float64).reshape(ny, nx)
     image[b.y.start : b.y.stop, b.x.start : b.x.stop] = values
-    row = dark_current_table(image, det)[0]
+    # The dark is in adu/s; with a PTC gain of 2 e-/adu the e-/s values are twice the adu/s ones.
+    gains = RunGains(gains=dict.fromkeys(det.amp_names, 2.0), sources=dict.fromkeys(det.amp_names, "PTC"))
+    row = dark_current_table(image, det, gains=gains)[0]
     assert row["amp"] == "C10"
-    assert row["dark_current_95_e_per_s"] == pytest.approx(0.95 * (n - 1), rel=1e-12)
-    assert row["dark_current_median_e_per_s"] == pytest.approx((n - 1) / 2, rel=1e-12)
+    assert row["dark_current_95_adu_per_s"] == pytest.approx(0.95 * (n - 1), rel=1e-12)
+    assert row["dark_current_median_adu_per_s"] == pytest.approx((n - 1) / 2, rel=1e-12)
+    assert row["dark_current_95_e_per_s"] == pytest.approx(2 * 0.95 * (n - 1), rel=1e-12)
+    assert row["dark_current_median_e_per_s"] == pytest.approx(2 * (n - 1) / 2, rel=1e-12)

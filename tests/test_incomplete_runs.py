@@ -33,7 +33,7 @@ PLAN = os.path.join(os.path.dirname(__file__), "data", "plans", "incomplete_run.
 RUN = "13701"
 DET, DET_ID = "R22_S11", 94
 DEAD_AMP = "C11"
-STEPS = ["bias", "dark", "flat", "stability", "lambda", "persistence", "summary"]
+STEPS = ["bias", "dark", "flat", "readnoise", "darkcurrent", "stability", "lambda", "persistence", "summary"]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,9 @@ def _butler(analysed):
 def test_steps_run_what_they_can(analysed):
     status = {r.step.name: r.status for r in analysed.results}
     assert list(status) == STEPS
-    assert status == {"bias": "done", "dark": "skipped", "flat": "done", "stability": "skipped",
-                      "lambda": "skipped", "persistence": "skipped", "summary": "done"}, [
+    assert status == {"bias": "done", "dark": "skipped", "flat": "done", "readnoise": "done",
+                      "darkcurrent": "skipped", "stability": "skipped", "lambda": "skipped",
+                      "persistence": "skipped", "summary": "done"}, [
         (r.step.name, r.message[-500:]) for r in analysed.results
     ]  # fmt: skip
     butler = _butler(analysed)
@@ -66,6 +67,13 @@ def test_steps_run_what_they_can(analysed):
     assert len(summary) == 16
     assert np.isnan(summary["dark_current_median"]).all()  # no dark
     assert np.isfinite(summary["read_noise"][summary["amp"] != DEAD_AMP]).all()
+    # The PTC has no gain (too few points): the read noise falls back to the camera-model gains.
+    # The butler strips table metadata on read unless asked not to.
+    keep_meta = {"strip_astropy_meta_yaml": False}
+    rn = butler.get("eoReadNoise", instrument="LSSTCam", detector=DET_ID, parameters=keep_meta)
+    assert set(rn["gain_source"]) == {"CAMERA"} and rn.meta["GAIN_SOURCE"] == "CAMERA"
+    # The PTC step certified an eoPtc (with NaN gains): found, its gains unusable.
+    assert rn.meta["PTC_FOUND"] is True
 
 
 @pytest.mark.slow
@@ -168,7 +176,7 @@ def test_bad_amp_through_the_pipeline(analysed):
 @pytest.mark.slow
 def test_report_says_what_is_missing(analysed):
     report = analysed.report
-    assert set(report.incomplete_steps) == {"dark", "stability", "lambda", "persistence"}
+    assert set(report.incomplete_steps) == {"dark", "darkcurrent", "stability", "lambda", "persistence"}
     assert all(text.startswith("skipped: no exposure") for text in report.incomplete_steps.values())
     assert "dark_current_median" in report.missing and "ptc_gain" in report.missing
     assert "read_noise" not in report.missing
@@ -176,7 +184,7 @@ def test_report_says_what_is_missing(analysed):
     text = open(report.html).read()
     section = text[text.index(">Missing / incomplete</h2>") : text.index(">Bias metrics</h2>")]
     for expected in ("dark", "persistence", "Dark current (median)", "PTC gain", "DEAD", "FIT_FAILED",
-                     "eoPtcSummary"):  # fmt: skip
+                     "eoPtcSummary", "without a usable PTC gain", "camera-model gains"):  # fmt: skip
         assert expected in section, expected
 
 

@@ -22,10 +22,10 @@ from astropy.table import Table
 from lsst.daf.butler import Butler, MissingCollectionError, MissingDatasetTypeError
 
 from lsst.eo.baseline.ampStream import RawFileHandle
+from lsst.eo.baseline.biasStability import EoBiasStabilityTask
 from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.ingest import ingest_raws
 from lsst.eo.baseline.paths import pipelines_dir
-from lsst.eo.baseline.readNoise import EoReadNoiseTask
 from lsst.eo.baseline.repo import create_repo
 from lsst.eo.baseline.runner import run_analysis
 
@@ -36,7 +36,7 @@ PIPETASK = os.path.join(os.path.dirname(sys.executable), "pipetask")
 N_OVERSCAN = 12  # quanta of the overscan pipeline (~0.4 s each)
 OVERSCAN_RUN, STEP_RUN = "13601", "13602"
 STEP_BIASES = 4
-STEP_OUTPUTS = ("eoBias", "eoReadNoise", "eoBiasStability", "eoBiasStabilityExposures", "eoBiasStabilityPlot")
+STEP_OUTPUTS = ("eoBias", "eoBiasStability", "eoBiasStabilityExposures", "eoBiasStabilityPlot")
 
 
 @pytest.fixture(scope="module")
@@ -191,11 +191,12 @@ def test_killed_runner_resumes(repo):
     assert len(certified) == 1
     runs = [c for c in butler.collections.get_info(output).children if c.startswith(output + "/")]
     assert len(runs) == 1
-    # The resumed read noise is the task's on the same raws.
+    # The resumed bias stability is the task's on the same raws.
     truth_files = sorted(
         os.path.join(root, f) for root, _, files in os.walk(os.path.join(os.path.dirname(repo), "raw"))
         for f in files if f.startswith("b")
     )  # fmt: skip
-    direct = EoReadNoiseTask().run([RawFileHandle(p) for p in truth_files], get_camera()["R22_S11"]).readNoise
-    piped = butler.get("eoReadNoise", instrument="LSSTCam", detector=94, collections=output)
-    np.testing.assert_array_equal(piped["read_noise_overscan_adu"], direct["read_noise_overscan_adu"])
+    handles = [RawFileHandle(p) for p in truth_files]
+    direct = EoBiasStabilityTask().run(handles, get_camera()["R22_S11"]).stability
+    piped = butler.get("eoBiasStability", instrument="LSSTCam", detector=94, collections=output)
+    np.testing.assert_array_equal(piped["level_mean_adu"], direct["level_mean_adu"])

@@ -138,15 +138,20 @@ def test_isr_task_gain_dark_variance():
     task.config.doApplyGains = True
     task.config.doDark = True
     task.config.doVariance = True
-    dark = np.full(tuple(d.shape), 0.5)  # e-/s
+    dark = np.full(tuple(d.shape), 0.5)  # adu/s (a bootstrap dark, no gains)
     result = task.run_amp(_raw_amp(layout, arr), gain=1.5, dark_time=100.0, dark=dark)
     assert result.units == "electron"
-    # 2000 adu x 1.5 e-/adu - 0.5 e-/s x 100 s = 2950 e-.  The error is dominated by the parallel
+    # (2000 adu - 0.5 adu/s x 100 s) x 1.5 e-/adu = 2925 e-.  The error is dominated by the parallel
     # overscan level, which inherits the per-row serial medians of its 42 rows:
     # 1.25 x 5 / sqrt(58) / sqrt(42) = 0.13 adu = 0.19 e- (1 sigma); allow 4 sigma.
-    assert np.mean(result.image) == pytest.approx(2950.0, abs=0.8)
+    assert np.mean(result.image) == pytest.approx(2925.0, abs=0.8)
+    # image_into gives the same image (the dark also subtracted in adu, before the gains).
+    out = np.empty(tuple(d.shape), dtype=np.float32)
+    task.image_into(_raw_amp(layout, arr), out, gain=1.5, dark_time=100.0, dark=dark)
+    assert np.mean(out) == pytest.approx(2925.0, abs=0.8)
+    np.testing.assert_allclose(out, result.image, atol=0.01)
     # Variance: signal (e-) + read noise^2 (e-^2) with read noise 5 adu x 1.5.
-    assert np.median(result.variance) == pytest.approx(2950.0 + (5.0 * 1.5) ** 2, rel=0.01)
+    assert np.median(result.variance) == pytest.approx(2925.0 + (5.0 * 1.5) ** 2, rel=0.01)
     assert result.read_noise_adu == pytest.approx(5.0, rel=0.03)
 
 

@@ -18,7 +18,7 @@ from lsst.eo.baseline.simulator import load_truth, simulate
 
 PIPETASK = os.path.join(os.path.dirname(sys.executable), "pipetask")
 DET = get_camera()["R01_S01"].id
-STEPS = ["bias", "dark", "flat", "stability", "lambda", "persistence", "summary"]
+STEPS = ["bias", "dark", "flat", "readnoise", "darkcurrent", "stability", "lambda", "persistence", "summary"]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from lsst.eo.baseline.afwstats import clipped_stats, gaussian_clip_factor
 from lsst.eo.baseline.ampStream import RawFileHandle
 from lsst.eo.baseline.camera import get_camera
+from lsst.eo.baseline.runGains import GAIN_SOURCE_PTC, RunGains
 from lsst.eo.baseline.simulator import load_truth, simulate
 from lsst.eo.baseline.simulator.model import make_fixed
 from lsst.eo.baseline.simulator.truth import LED_PRNU_SCALE
@@ -90,7 +91,11 @@ def _tables(sim):
             (r for r in sim.files if r["det_name"] == det_name), key=lambda r: int(r["exposure_id"])
         )
         handles = [RawFileHandle(os.path.join(sim.out_dir, r["path"])) for r in rows]
-        gains = {a: sim.amp(det_name, a).gain for a in det.amp_names}
+        # The true gains, as the run's PTC would measure them.
+        gains = RunGains(
+            gains={a: sim.amp(det_name, a).gain for a in det.amp_names},
+            sources={a: GAIN_SOURCE_PTC for a in det.amp_names},
+        )
         out[det_name] = EoWavelengthFlatsTask(config=config).run(handles, det, gains=gains).wavelengthFlats
     return out
 
@@ -118,7 +123,8 @@ def test_response_and_nonuniformity(sim):
         assert len(table) == 3 * 16
         counts = {led: set(table[table["led"] == led]["n_exposures"]) for led in ("uv", "red", "nm960")}
         assert counts == {"uv": {2}, "red": {2}, "nm960": {1}}
-        assert set(table["filter"]) == {"NONE"} and table.meta["GAIN_SOURCE"] == "INPUT"
+        assert set(table["filter"]) == {"NONE"} and table.meta["GAIN_SOURCE"] == "PTC"
+        assert set(table["gain_source"]) == {"PTC"}
         for led in ("uv", "red", "nm960"):
             rows = table[table["led"] == led]
             injected = np.array([sim.amp(det_name, a).led_response[led] for a in rows["amp"]])

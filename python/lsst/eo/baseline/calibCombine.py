@@ -1,4 +1,4 @@
-"""Combined calibrations: ``eoBias`` (adu), ``eoDark`` (e-/s) and ``eoFlat`` (normalised) per detector.
+"""Combined calibrations: ``eoBias`` (adu), ``eoDark`` (adu/s) and ``eoFlat`` (normalised) per detector.
 
 Each raw is run through `~lsst.eo.baseline.isrTask.EoIsrTask` and the stack is combined pixel by
 pixel with the afw MEANCLIP rule (3 sigma, 3 passes), as cp_pipe's ``CalibCombineTask`` does.
@@ -8,7 +8,12 @@ Amplifiers that are all zero, saturated or dead in any input (`lsst.eo.baseline.
 flagged in the combined bias used, are left out: their pixels are masked ``BAD`` and their flags
 are recorded in the metadata (``AMP_FLAGS``) for the tasks that use the calibration.
 
-Both outputs are calibration dataset types: certify them with ``butler certify-calibrations`` to
+``eoDark`` is a bootstrap dark in the sense of cp_pipe's LSSTCam chain (``cp_pipe_algorithms.md``
+section 1.10): bias subtracted, no gains, so that it can be built before the run's PTC has measured
+them, and feed the bright defects the PTC masks.  Every consumer subtracts it in adu (dark x
+DARKTIME) and converts to electrons, if at all, with the run's gains (`lsst.eo.baseline.runGains`).
+
+The outputs are calibration dataset types: certify them with ``butler certify-calibrations`` to
 make them available to later pipelines as prerequisite inputs.
 
 Darks: cosmic rays are masked in each processed dark before the combination
@@ -21,7 +26,7 @@ must use its parallel-overscan setting (metadata ``PARALLEL_OSCAN``,
 Deliberate deviation from cp_pipe: biases and darks are not parallel-overscan corrected.  The
 per-column parallel-overscan level is a median over ~42 rows that each carry the noise of their own
 serial-overscan row median; its amplifier-wide mean is uncertain by ~0.13 adu for 5 adu of read
-noise, an offset that every pixel of every dark inherits (0.006 e-/s for a 30 s dark).  Without it
+noise, an offset that every pixel of every dark inherits (0.004 adu/s for a 30 s dark).  Without it
 the offset is set by the ~2000 data rows (0.02 adu), and the fixed column structure the parallel
 correction would remove is subtracted with the combined bias instead.
 """
@@ -312,7 +317,7 @@ class EoDarkConnections(SwitchedCalibConnections):
     bias = bias_prerequisite()
     dark = cT.Output(
         name="eoDark",
-        doc="Combined dark current image (e-/s), clipped mean of bias-subtracted darks / DARKTIME.",
+        doc="Combined dark current image (adu/s), clipped mean of bias-subtracted darks / DARKTIME.",
         storageClass="MaskedImageV2",
         dimensions=("instrument", "detector"),
         isCalibration=True,
@@ -327,7 +332,7 @@ class EoDarkConnections(SwitchedCalibConnections):
 class EoDarkConfig(PipelineTaskConfig, pipelineConnections=EoDarkConnections):
     """Configuration of `EoDarkTask`."""
 
-    isr = ConfigurableField(target=EoIsrTask, doc="ISR of each input (overscan, bias, gains).")
+    isr = ConfigurableField(target=EoIsrTask, doc="ISR of each input (overscan, bias; adu).")
     nSigmaClip = Field[float](doc="Clipping threshold of the per-pixel mean.", default=3.0)
     nIter = Field[int](doc="Clipping passes of the per-pixel mean.", default=3)
     ampsPerRead = Field[int](doc="Amplifiers read from every input at once.", default=4)
@@ -340,20 +345,27 @@ class EoDarkConfig(PipelineTaskConfig, pipelineConnections=EoDarkConnections):
     crPsfFwhm = Field[float](doc="FWHM (pixels) of the PSF a real source would have.", default=3.0)
     crMinSigma = Field[float](doc="Cosmic-ray significance threshold (noise sigmas).", default=6.0)
     crMinFlux = Field[float](
-        doc="Least summed signal of a cosmic ray (image units before the dark-time scaling: e-).",
-        default=150.0,
+        doc="Least summed signal of a cosmic ray (adu, before the dark-time scaling; 100 adu is "
+        "150 e- at a gain of 1.5 e-/adu).",
+        default=100.0,
     )
     crGrow = Field[int](doc="Radius (pixels) by which the cosmic-ray mask is grown.", default=2)
 
     def setDefaults(self):
         super().setDefaults()
         self.isr.doBias = True
-        self.isr.doApplyGains = True
         self.isr.doParallelOverscan = False
+
+    def validate(self):
+        super().validate()
+        if self.isr.doApplyGains or self.isr.doDark:
+            raise ValueError(
+                "eoDark is a bootstrap dark in adu/s: isr.doApplyGains and isr.doDark must be False"
+            )
 
 
 class EoDarkTask(PipelineTask):
-    """Combine raw darks of a detector into ``eoDark`` (e-/s per pixel)."""
+    """Combine raw darks of a detector into ``eoDark`` (adu/s per pixel, no gains)."""
 
     ConfigClass = EoDarkConfig
     _DefaultName = "eoDark"
@@ -378,10 +390,7 @@ class EoDarkTask(PipelineTask):
         detector = _detector(outputRefs.dark.dataId["detector"])
         butlerQC.put(self.run(handles, detector, bias=bias), outputRefs)
 
-    def run(
-        self, raws: Sequence[Any], detector: DetectorInfo, bias: MaskedImage | None = None,
-        gains: dict[str, float] | None = None,
-    ) -> Struct:  # fmt: skip
+    def run(self, raws: Sequence[Any], detector: DetectorInfo, bias: MaskedImage | None = None) -> Struct:
         """Combine darks.
 
         Parameters
@@ -392,13 +401,11 @@ class EoDarkTask(PipelineTask):
             Detector.
         bias : `lsst.images.MaskedImage`, optional
             Combined bias (required if ``isr.doBias``).
-        gains : `dict` [`str`, `float`], optional
-            Gains (e-/adu) per amplifier; default per ``isr.gainSource``.
 
         Returns
         -------
         result : `lsst.pipe.base.Struct`
-            ``dark``: `lsst.images.MaskedImage` (e-/s).
+            ``dark``: `lsst.images.MaskedImage` (adu/s, metadata ``UNITS``).
         """
         if len(raws) < self.config.minInputs:
             raise NoWorkFound(
@@ -414,8 +421,6 @@ class EoDarkTask(PipelineTask):
         n_cr = 0
         for group in amp_groups(detector.amp_names, self.config.ampsPerRead):
             exposures = read_amp_group(raws, group)
-            if gains is None:
-                gains = self.isr.default_gains(exposures[0])
             dark_times = [r.dark_time for r in exposures]
             if min(dark_times) <= 0:
                 raise ValueError(f"A dark of {detector.name} has DARKTIME <= 0: {dark_times}")
@@ -429,7 +434,7 @@ class EoDarkTask(PipelineTask):
                 bias_amp = None if bias_amps is None else np.ascontiguousarray(bias_amps[amp])
                 cr_masks = np.zeros(stack.shape, dtype=bool) if self.config.doCrRejection else None
                 for k, (image, raw) in enumerate(zip(stack, exposures, strict=True)):
-                    self.isr.image_into(raw[amp], image, gain=gains[amp], bias=bias_amp)
+                    self.isr.image_into(raw[amp], image, bias=bias_amp)
                     if cr_masks is not None:
                         cr_masks[k] = self._cosmic_rays(image)
                     np.divide(image, raw.dark_time, out=image)
@@ -439,7 +444,7 @@ class EoDarkTask(PipelineTask):
                 means[amp], variances[amp], counts[amp] = clipped_mean_stack(
                     stack, self.config.nSigmaClip, self.config.nIter, mask=cr_masks
                 )
-        units = "electron/s" if self.config.isr.doApplyGains else "adu/s"
+        units = "adu/s"
         metadata = {"OBSTYPE": "DARK", "UNITS": units, "NINPUTS": len(raws), "DETECTOR": detector.id,
                     "DET_NAME": detector.name, "DARKTIME_MEAN": float(np.mean(dark_times)),
                     FLAGS_METADATA_KEY: encode_amp_flags(flags), "N_CR_PIXELS": n_cr}  # fmt: skip

@@ -1,15 +1,22 @@
 """Connections that several tasks share: their raw inputs and the optional certified calibrations.
 
 Most per-detector tasks take every raw exposure of a detector in one quantum and, depending on
-their configuration, the certified ``eoBias`` and ``eoDark``.  `raw_exposures`,
-`bias_prerequisite` and `dark_prerequisite` build those connections (each task keeps its own
-``doc``), and `SwitchedCalibConnections` removes the optional ones whose configuration switch is
-off and bounds the calibration lookup by the raws' time span.
+their configuration, the certified ``eoBias`` and ``eoDark``; the tasks with values in electrons
+also take the run's certified ``eoPtc`` for its gains (`lsst.eo.baseline.runGains`).
+`raw_exposures`, `bias_prerequisite`, `dark_prerequisite` and `ptc_prerequisite` build those
+connections (each task keeps its own ``doc``), and `SwitchedCalibConnections` removes the optional
+ones whose configuration switch is off and bounds the calibration lookup by the raws' time span.
 """
 
 from __future__ import annotations
 
-__all__ = ["SwitchedCalibConnections", "bias_prerequisite", "dark_prerequisite", "raw_exposures"]
+__all__ = [
+    "SwitchedCalibConnections",
+    "bias_prerequisite",
+    "dark_prerequisite",
+    "ptc_prerequisite",
+    "raw_exposures",
+]
 
 from operator import attrgetter
 from typing import ClassVar
@@ -39,10 +46,28 @@ def bias_prerequisite(doc: str = "Certified combined bias (adu).") -> cT.Prerequ
     )
 
 
-def dark_prerequisite(doc: str = "Certified combined dark (e-/s).") -> cT.PrerequisiteInput:
+def dark_prerequisite(doc: str = "Certified combined dark (adu/s).") -> cT.PrerequisiteInput:
     """The certified ``eoDark`` of the detector, looked up over the raws' time span."""
     return cT.PrerequisiteInput(
         name="eoDark", doc=doc, storageClass="MaskedImageV2", dimensions=_DETECTOR, isCalibration=True
+    )
+
+
+def ptc_prerequisite(
+    doc: str = "The run's certified photon transfer curves, for the gains (camera-model gains without it).",
+) -> cT.PrerequisiteInput:
+    """The certified ``eoPtc`` of the detector, if any, looked up over the raws' time span.
+
+    Optional (``minimum=0``): a run without flat pairs has no PTC, and its values in electrons use
+    the camera-model gains, as `lsst.eo.baseline.runGains.run_gains` records per amplifier.
+    """
+    return cT.PrerequisiteInput(
+        name="eoPtc",
+        doc=doc,
+        storageClass="EoPtcDataset",
+        dimensions=_DETECTOR,
+        isCalibration=True,
+        minimum=0,
     )
 
 

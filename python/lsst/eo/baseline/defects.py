@@ -299,7 +299,7 @@ class EoBrightDefectsConnections(PipelineTaskConnections, dimensions=("instrumen
 
     dark = cT.Input(
         name="eoDark",
-        doc="Combined dark (e-/s with camera-model gains, or adu/s).",
+        doc="Combined dark (adu/s; an electron/s dark is taken as converted with camera-model gains).",
         storageClass="MaskedImageV2",
         dimensions=("instrument", "detector"),
         isCalibration=True,
@@ -374,8 +374,8 @@ class EoBrightDefectsTask(PipelineTask):
         Parameters
         ----------
         dark : `lsst.images.MaskedImage`
-            Combined dark: ``UNITS`` ``electron/s`` (converted with the camera-model gains, the
-            `~lsst.eo.baseline.calibCombine.EoDarkTask` default) or ``adu/s``.
+            Combined dark: ``UNITS`` ``adu/s`` (`~lsst.eo.baseline.calibCombine.EoDarkTask`) or
+            ``electron/s`` (taken as converted with the camera-model gains).
         detector : `~lsst.eo.baseline.camera.DetectorInfo`
             Detector.
         ptc_gains : mapping [`str`, `float`], optional

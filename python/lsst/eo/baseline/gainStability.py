@@ -312,7 +312,6 @@ class EoGainStabilityTask(PipelineTask):
         detector: DetectorInfo,
         bias: MaskedImage | None = None,
         dark: MaskedImage | None = None,
-        gains: dict[str, float] | None = None,
     ) -> Struct:
         """Measure the flat signal of every exposure and its stability per amplifier.
 
@@ -325,9 +324,7 @@ class EoGainStabilityTask(PipelineTask):
         bias : `lsst.images.MaskedImage`, optional
             Combined bias, adu (required if ``isr.doBias``).
         dark : `lsst.images.MaskedImage`, optional
-            Combined dark, e-/s (required if ``isr.doDark``).
-        gains : `dict` [`str`, `float`], optional
-            Gains (e-/adu), only used to scale the dark; default per ``isr.gainSource``.
+            Combined dark, adu/s (required if ``isr.doDark``; subtracted x DARKTIME, no gains).
 
         Returns
         -------
@@ -349,8 +346,6 @@ class EoGainStabilityTask(PipelineTask):
             header = raw.header
             if cfg.ccobLed and str(header.get("CCOBLED")) != cfg.ccobLed:
                 continue
-            if gains is None:
-                gains = self.isr.default_gains(raw)
             exp_id = exposure_id_of(handle, raw)
             mjd = exposure_mjd(header)
             norm = flux_normalization(header, cfg.fluxNormalization)
@@ -368,7 +363,6 @@ class EoGainStabilityTask(PipelineTask):
                     continue
                 image = self.isr.transient_image(
                     raw[amp],
-                    gain=gains[amp],
                     dark_time=raw.dark_time,
                     bias=None if bias_amps is None else bias_amps[amp],
                     dark=None if dark_amps is None else dark_amps[amp],

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from lsst.pex.config import ChoiceField, Config, Field
+from lsst.pex.config import Config, Field
 from lsst.pipe.base import Task
 
-from .camera import AmpLayout, nominal_amps
+from .camera import AmpLayout
 from .isr import (
     OverscanResult,
     apply_parallel_overscan,
@@ -25,7 +25,7 @@ from .isr import (
     serial_overscan_noise,
     serial_overscan_rows,
 )
-from .rawdata import RawAmp, RawCcd
+from .rawdata import RawAmp
 
 
 @dataclass
@@ -99,12 +99,9 @@ class EoIsrConfig(Config):
     )
     doBias = Field[bool](doc="Subtract a combined bias (adu, before gains).", default=False)
     doApplyGains = Field[bool](doc="Convert the image to electrons with the amplifier gains.", default=False)
-    gainSource = ChoiceField[str](
-        doc="Where gains come from when none are passed to run().",
-        allowed={"CAMERA": "nominal camera-model gains (lsstcam_amps.csv)", "NONE": "gain 1"},
-        default="CAMERA",
+    doDark = Field[bool](
+        doc="Subtract a combined dark (adu/s) scaled by DARKTIME, in adu (before gains).", default=False
     )
-    doDark = Field[bool](doc="Subtract a combined dark (e-/s) scaled by DARKTIME.", default=False)
     doDefects = Field[bool](doc="Mask defects passed to run().", default=False)
     doVariance = Field[bool](doc="Compute the variance plane.", default=False)
 
@@ -115,12 +112,6 @@ class EoIsrTask(Task):
     ConfigClass = EoIsrConfig
     _DefaultName = "isr"
     config: EoIsrConfig
-
-    def default_gains(self, raw: RawCcd) -> dict[str, float]:
-        """Gains used when the caller passes none (per ``gainSource``)."""
-        if self.config.gainSource == "NONE":
-            return {a: 1.0 for a in raw.detector.amp_names}
-        return {a: v.gain for a, v in nominal_amps(raw.detector.name).items()}
 
     def run_amp(
         self,
@@ -139,13 +130,13 @@ class EoIsrTask(Task):
         amp : `~lsst.eo.baseline.rawdata.RawAmp`
             Raw amplifier.
         gain : `float`
-            Gain (e-/adu), used for ``doApplyGains``, dark scaling and the variance.
+            Gain (e-/adu), used for ``doApplyGains`` and the variance.
         dark_time : `float`
             DARKTIME of the exposure (s).
         bias : `numpy.ndarray`, optional
             Combined bias of this amplifier's data section (adu, readout orientation).
         dark : `numpy.ndarray`, optional
-            Combined dark of this amplifier's data section (e-/s, readout orientation).
+            Combined dark of this amplifier's data section (adu/s, readout orientation).
         defects : `numpy.ndarray` of `bool`, optional
             Defect mask of the data section (readout orientation).
 
@@ -181,6 +172,11 @@ class EoIsrTask(Task):
             if bias is None:
                 raise ValueError(f"doBias is set but no bias was given for amplifier {layout.name}")
             image -= bias
+        if cfg.doDark:
+            if dark is None:
+                raise ValueError(f"doDark is set but no dark was given for amplifier {layout.name}")
+            # The dark is in adu/s (a bootstrap dark): subtracted before any gain is applied.
+            image -= dark * np.float32(dark_time)
         units = "adu"
         scale = 1.0
         if cfg.doApplyGains:
@@ -188,10 +184,6 @@ class EoIsrTask(Task):
             units = "electron"
         else:
             scale = 1.0 / gain  # electrons -> image units
-        if cfg.doDark:
-            if dark is None:
-                raise ValueError(f"doDark is set but no dark was given for amplifier {layout.name}")
-            image -= dark * (dark_time * scale)
         mask = ~np.isfinite(image)
         if cfg.doDefects and defects is not None:
             mask |= defects
@@ -323,17 +315,15 @@ class EoIsrTask(Task):
             if bias is None:
                 raise ValueError(f"doBias is set but no bias was given for amplifier {amp.layout.name}")
             out -= bias[data_rows]
-        scale = 1.0
-        if cfg.doApplyGains:
-            out *= gain
-        else:
-            scale = 1.0 / gain
         if cfg.doDark:
             if dark is None:
                 raise ValueError(f"doDark is set but no dark was given for amplifier {amp.layout.name}")
             scratch = getattr(self, "_dark_scratch", None)
             if scratch is None or scratch.shape != out.shape:
                 scratch = self._dark_scratch = np.empty(out.shape, dtype=np.float32)
-            np.multiply(dark[data_rows], dark_time * scale, out=scratch)
+            # adu/s x DARKTIME, in adu, as run_amp (before the gains).
+            np.multiply(dark[data_rows], np.float32(dark_time), out=scratch)
             out -= scratch
+        if cfg.doApplyGains:
+            out *= gain
         return out

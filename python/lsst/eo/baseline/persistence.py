@@ -7,9 +7,11 @@ the end of that flat (MJD-END, else DATE-END, else MJD-BEG + DARKTIME): the expo
 from :math:`t_0` (MJD-BEG) to :math:`t_1` (MJD-END).
 
 Per exposure *k* and amplifier, ``residual_e`` :math:`y_k` (e-/pixel) is the 3-sigma clipped mean
-of the imaging area after ISR (per-row serial overscan, combined bias, gains) less the dark charge:
-the combined dark (e-/s, pixel by pixel) x DARKTIME when ``isr.doDark``, else ``darkCurrent`` x
-DARKTIME.  Its statistical error is the clipped stdev / sqrt(n).
+of the imaging area after ISR (per-row serial overscan, combined bias, the combined dark in adu/s
+x DARKTIME pixel by pixel when ``isr.doDark``, then gains) less, without ``isr.doDark``,
+``darkCurrent`` x DARKTIME.  The gains are the run's PTC gains (camera-model gains for an amplifier
+without a usable PTC gain, `lsst.eo.baseline.runGains`; ``gain_e_per_adu`` and ``gain_source``
+columns).  Its statistical error is the clipped stdev / sqrt(n).
 
 Per amplifier, traps filled to :math:`Q_0` e-/pixel at the end of the flat and emptying with time
 constant :math:`\tau` release, during each exposure,
@@ -85,10 +87,17 @@ from .ampFlags import (
 from .ampStream import exposure_id_of
 from .biasStability import exposure_mjd
 from .calibCombine import amp_views
-from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
+from .calibInputs import (
+    SwitchedCalibConnections,
+    bias_prerequisite,
+    dark_prerequisite,
+    ptc_prerequisite,
+    raw_exposures,
+)
 from .camera import DetectorInfo, get_camera
 from .gainStability import header_float
 from .isrTask import EoIsrTask
+from .runGains import RunGains, quantum_gains, run_gains
 
 _SECONDS_PER_DAY = 86400.0
 
@@ -258,6 +267,7 @@ class EoPersistenceConnections(SwitchedCalibConnections):
     )
     bias = bias_prerequisite()
     dark = dark_prerequisite()
+    ptc = ptc_prerequisite()
     persistence = cT.Output(
         name="eoPersistence",
         doc="Fitted persistence amplitude and decay time per amplifier.",
@@ -275,7 +285,7 @@ class EoPersistenceConnections(SwitchedCalibConnections):
 class EoPersistenceConfig(PipelineTaskConfig, pipelineConnections=EoPersistenceConnections):
     """Configuration of `EoPersistenceTask`."""
 
-    isr = ConfigurableField(target=EoIsrTask, doc="ISR (overscan, bias, gains, dark; electrons).")
+    isr = ConfigurableField(target=EoIsrTask, doc="ISR (overscan, bias, dark in adu, gains; electrons).")
     darkCurrent = Field[float](
         doc="Dark current (e-/s) subtracted x DARKTIME when isr.doDark is False.", default=0.0
     )
@@ -321,7 +331,8 @@ class EoPersistenceTask(PipelineTask):
         bias = butlerQC.get(inputRefs.bias) if self.config.isr.doBias else None
         dark = butlerQC.get(inputRefs.dark) if self.config.isr.doDark else None
         detector = get_camera()[outputRefs.persistence.dataId["detector"]]
-        butlerQC.put(self.run(handles, detector, bias=bias, dark=dark), outputRefs)
+        gains = quantum_gains(butlerQC, inputRefs, detector)
+        butlerQC.put(self.run(handles, detector, bias=bias, dark=dark, gains=gains), outputRefs)
 
     def run(
         self,
@@ -329,7 +340,7 @@ class EoPersistenceTask(PipelineTask):
         detector: DetectorInfo,
         bias: MaskedImage | None = None,
         dark: MaskedImage | None = None,
-        gains: dict[str, float] | None = None,
+        gains: RunGains | None = None,
     ) -> Struct:
         """Measure residual signals and fit the persistence decay.
 
@@ -342,9 +353,9 @@ class EoPersistenceTask(PipelineTask):
         bias : `lsst.images.MaskedImage`, optional
             Combined bias, adu (required if ``isr.doBias``).
         dark : `lsst.images.MaskedImage`, optional
-            Combined dark, e-/s (required if ``isr.doDark``).
-        gains : `dict` [`str`, `float`], optional
-            Gains (e-/adu); default per ``isr.gainSource``.
+            Combined dark, adu/s (required if ``isr.doDark``).
+        gains : `~lsst.eo.baseline.runGains.RunGains`, optional
+            Gains (e-/adu) and their sources; default: camera-model gains (as without a PTC).
 
         Returns
         -------
@@ -360,25 +371,25 @@ class EoPersistenceTask(PipelineTask):
         amps = detector.amp_names
         # Flags of the calibrations used, ORed below with those of every raw input.
         flags = calib_amp_flags(amps, bias, dark)
-        # Dark-current rate of each amplifier (e-/s): the clipped mean of the combined dark (hot
-        # pixels excluded, as from the residuals), for the record when the ISR subtracts the dark
-        # pixel by pixel; else the configured value, subtracted here.
+        run_gain = gains if gains is not None else run_gains(detector)
+        gain = run_gain.gains
+        # Dark-current rate of each amplifier (e-/s): the clipped mean of the combined dark (adu/s;
+        # hot pixels excluded, as from the residuals) x the gain, for the record when the ISR
+        # subtracts the dark pixel by pixel; else the configured value, subtracted here.
         if cfg.isr.doDark and dark_amps is not None:
             dark_rate = {
-                a: np.nan if flags[a] else clipped_stats(dark_amps[a], cfg.nSigmaClip).mean for a in amps
+                a: np.nan if flags[a] else clipped_stats(dark_amps[a], cfg.nSigmaClip).mean * gain[a]
+                for a in amps
             }
         else:
             dark_rate = {a: cfg.darkCurrent for a in amps}
         flat_types = {t.upper() for t in cfg.flatImageTypes}
         # A saturating flat is at the ADC maximum by design: only ZERO and DEAD mark a bad amplifier.
         flat_bits = ~int(AmpFlag.SATURATED)
-        gain_source = cfg.isr.gainSource if gains is None else "INPUT"
         exposures: list[dict[str, Any]] = []
         for handle in raws:
             raw = handle.get()  # one exposure at a time: one CCD in memory
             header = raw.header
-            if gains is None:
-                gains = self.isr.default_gains(raw)
             dark_time = raw.dark_time
             entry: dict[str, Any] = {
                 "exposure": exposure_id_of(handle, raw),
@@ -406,7 +417,7 @@ class EoPersistenceTask(PipelineTask):
                     continue
                 image = self.isr.transient_image(
                     raw[amp],
-                    gain=gains[amp],
+                    gain=gain[amp],
                     dark_time=dark_time,
                     bias=None if bias_amps is None else bias_amps[amp],
                     dark=None if dark_amps is None else dark_amps[amp],
@@ -416,9 +427,11 @@ class EoPersistenceTask(PipelineTask):
                 entry["mean"][amp] = stats.mean - subtract
                 entry["stdev"][amp] = stats.stdev
                 entry["n"][amp] = stats.n
-                # eo_pipe's statistics are of the adu image: undo the gains and the dark.
-                adu = image if dark_amps is None or not cfg.isr.doDark else image + dark_amps[amp] * dark_time
-                eo = clipped_stats(adu / gains[amp], cfg.eoNSigmaClip, cfg.eoNIter)
+                # eo_pipe's statistics are of the adu image: undo the gains and the dark (adu/s).
+                adu = image / gain[amp]
+                if dark_amps is not None and cfg.isr.doDark:
+                    adu = adu + dark_amps[amp] * np.float32(dark_time)
+                eo = clipped_stats(adu, cfg.eoNSigmaClip, cfg.eoNIter)
                 entry["eo_mean"][amp], entry["eo_stdev"][amp] = eo.mean, eo.stdev
             exposures.append(entry)
             del raw
@@ -517,16 +530,21 @@ class EoPersistenceTask(PipelineTask):
             summary[name].unit = "electron"
         for name in ("persistence_tau_s", "persistence_tau_err_s", "first_t_start_s"):
             summary[name].unit = "s"
-        meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, "GAIN_SOURCE": gain_source,
+        run_gain.add_columns(summary)
+        run_gain.add_columns(per_exposure)
+        meta = {"DETECTOR": detector.id, "DET_NAME": detector.name, **run_gain.metadata,
                 "DARK": "eoDark" if cfg.isr.doDark else f"{cfg.darkCurrent} e-/s",
                 "FIT_OFFSET": cfg.fitOffset, "TIME_REFERENCE": "flat MJD-END"}  # fmt: skip
         summary.meta.update(meta)
         per_exposure.meta.update(meta)
-        apply_amp_flags(summary, flags, required=["persistence_q0_e", "persistence_tau_s"])
+        apply_amp_flags(
+            summary, flags, required=["persistence_q0_e", "persistence_tau_s"], skip=["gain_e_per_adu"]
+        )
         final = dict(zip(summary["amp"], summary["flags"], strict=True))
         apply_amp_flags(
-            per_exposure, final, skip=["mjd", "darktime_s", "t_start_s", "t_end_s", "mjd_trg", "time_min"]
-        )
+            per_exposure, final,
+            skip=["mjd", "darktime_s", "t_start_s", "t_end_s", "mjd_trg", "time_min", "gain_e_per_adu"],
+        )  # fmt: skip
         if any(final.values()):
             self.log.warning("%s: persistence not measured for flagged amplifier(s) %s", detector.name,
                              describe_flagged(final))  # fmt: skip

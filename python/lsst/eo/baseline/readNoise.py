@@ -23,7 +23,12 @@ Amplifiers that are all zero, saturated or dead in any bias get NaN values and a
 Deliberate deviation from cp_pipe: a 3-sigma, 3-pass clipped standard deviation of Gaussian noise
 is 1.5% below its sigma; both of our clipped estimators are divided by that expected factor
 (`~lsst.eo.baseline.afwstats.gaussian_clip_factor`), as cp_pipe itself corrects its PTC variances
-for clipping.  Values are in adu and, with the gains used, in electrons.
+for clipping.
+
+Values are in adu and in electrons, converted with the run's PTC gains (``eoPtc``, a prerequisite:
+the read noise is measured after the PTC step), or the camera-model gains for an amplifier without
+a usable PTC gain (`lsst.eo.baseline.runGains`); ``gain_e_per_adu`` and ``gain_source`` (``PTC`` or
+``CAMERA``) say which, per amplifier.
 """
 
 from __future__ import annotations
@@ -45,15 +50,17 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 from lsst.pex.config import ConfigurableField, Field
-from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, PipelineTaskConnections, Struct
+from lsst.pipe.base import NoWorkFound, PipelineTask, PipelineTaskConfig, Struct
 from lsst.pipe.base import connectionTypes as cT
 
 from .afwstats import clipped_stats, gaussian_clip_factor
 from .ampFlags import apply_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
+from .calibInputs import SwitchedCalibConnections, ptc_prerequisite, raw_exposures
 from .camera import AmpLayout, DetectorInfo, get_camera
 from .isr import serial_overscan_noise
 from .isrTask import EoIsrTask
+from .runGains import RunGains, quantum_gains, run_gains
 
 
 def overscan_sampling_region(amp: np.ndarray, layout: AmpLayout, edge_buffer: int = 2) -> np.ndarray:
@@ -150,17 +157,11 @@ def pair_difference_noise(image1: np.ndarray, image2: np.ndarray, nsig: float = 
     return clipped_stats(diff, nsig=nsig).stdev / np.sqrt(2.0) / gaussian_clip_factor(nsig, 3)
 
 
-class EoReadNoiseConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+class EoReadNoiseConnections(SwitchedCalibConnections):
     """Connections of `EoReadNoiseTask`."""
 
-    raws = cT.Input(
-        name="raw",
-        doc="Raw bias exposures of one detector.",
-        storageClass="EoRawCcd",
-        dimensions=("instrument", "exposure", "detector"),
-        multiple=True,
-        deferLoad=True,
-    )
+    raws = raw_exposures("Raw bias exposures of one detector.")
+    ptc = ptc_prerequisite()
     readNoise = cT.Output(
         name="eoReadNoise",
         doc="Read noise per amplifier (adu and e-), from the serial overscan and the imaging area.",
@@ -207,11 +208,10 @@ class EoReadNoiseTask(PipelineTask):
         # Docstring inherited.
         handles = sorted(butlerQC.get(inputRefs.raws), key=lambda h: h.dataId["exposure"])
         detector = get_camera()[outputRefs.readNoise.dataId["detector"]]
-        butlerQC.put(self.run(handles, detector), outputRefs)
+        gains = quantum_gains(butlerQC, inputRefs, detector)
+        butlerQC.put(self.run(handles, detector, gains), outputRefs)
 
-    def run(
-        self, raws: Sequence[Any], detector: DetectorInfo, gains: dict[str, float] | None = None
-    ) -> Struct:
+    def run(self, raws: Sequence[Any], detector: DetectorInfo, gains: RunGains | None = None) -> Struct:
         """Measure read noise.
 
         Parameters
@@ -220,8 +220,9 @@ class EoReadNoiseTask(PipelineTask):
             Handles of raw biases, in acquisition order.
         detector : `~lsst.eo.baseline.camera.DetectorInfo`
             Detector.
-        gains : `dict` [`str`, `float`], optional
-            Gains (e-/adu); default per ``isr.gainSource``.
+        gains : `~lsst.eo.baseline.runGains.RunGains`, optional
+            Gains (e-/adu) and their sources; default: `~lsst.eo.baseline.runGains.run_gains`
+            without a PTC (camera-model gains).
 
         Returns
         -------
@@ -229,7 +230,7 @@ class EoReadNoiseTask(PipelineTask):
             ``readNoise``: `astropy.table.Table`, one row per amplifier (``read_noise_adu`` /
             ``read_noise_e``: eo_pipe's estimator, median over the biases; ``read_noise_overscan_*``:
             cp_pipe's residual-overscan estimator; ``read_noise_image_*``: pair differences;
-            ``gain_source``: where ``gain_e_per_adu`` comes from).
+            ``gain_source``: where ``gain_e_per_adu`` comes from, ``PTC`` or ``CAMERA``).
             ``readNoiseExposures``: eo_pipe's per exposure x amplifier values.
         """
         if self.config.maxExposures > 0:
@@ -237,7 +238,8 @@ class EoReadNoiseTask(PipelineTask):
         if not raws:
             raise NoWorkFound(f"No bias for {detector.name}")
         cfg = self.config
-        gain_source = "caller" if gains is not None else cfg.isr.gainSource
+        if gains is None:
+            gains = run_gains(detector)
         amp_index = {a: i for i, a in enumerate(detector.amp_names)}
         rows = []
         exposure_rows = []
@@ -245,10 +247,9 @@ class EoReadNoiseTask(PipelineTask):
         for group in amp_groups(detector.amp_names, cfg.ampsPerRead):
             exposures = read_amp_group(raws, group)
             ids = [exposure_id_of(h, r) for h, r in zip(raws, exposures, strict=True)]
-            if gains is None:
-                gains = self.isr.default_gains(exposures[0])
             for amp in group:
-                g = gains[amp]
+                g = gains.gains[amp]
+                gain_source = gains.sources[amp]
                 bad = 0
                 for r in exposures:
                     bad |= raw_amp_flags(r[amp])
@@ -256,7 +257,7 @@ class EoReadNoiseTask(PipelineTask):
                     flags[amp] = bad
                     rows.append((amp, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, g,
                                  gain_source, len(exposures), 0))  # fmt: skip
-                    exposure_rows.extend((e, amp, np.nan, np.nan, np.nan, g) for e in ids)
+                    exposure_rows.extend((e, amp, np.nan, np.nan, np.nan, g, gain_source) for e in ids)
                     continue
                 # eo_pipe's estimator on the raw (uncorrected) overscan of every bias.
                 eo = np.array(
@@ -269,7 +270,8 @@ class EoReadNoiseTask(PipelineTask):
                     ]
                 )  # fmt: skip
                 exposure_rows.extend(
-                    (e, amp, float(v), float(v) * g, float(b), g) for e, (v, b) in zip(ids, eo, strict=True)
+                    (e, amp, float(v), float(v) * g, float(b), g, gain_source)
+                    for e, (v, b) in zip(ids, eo, strict=True)
                 )
                 isr_cfg = cfg.isr
                 # cp_pipe's estimator (clipped at 3 sigma, 3 passes), corrected for the clipping.
@@ -307,10 +309,10 @@ class EoReadNoiseTask(PipelineTask):
         )  # fmt: skip
         per_exposure = Table(
             rows=exposure_rows,
-            names=("exposure", "amp", "read_noise_adu", "read_noise_e", "bias_level_adu", "gain_e_per_adu"),
-            dtype=(np.int64, str, np.float64, np.float64, np.float64, np.float64),
-        )
-        per_exposure["gain_source"] = gain_source
+            names=("exposure", "amp", "read_noise_adu", "read_noise_e", "bias_level_adu", "gain_e_per_adu",
+                   "gain_source"),
+            dtype=(np.int64, str, np.float64, np.float64, np.float64, np.float64, str),
+        )  # fmt: skip
         for t in (table, per_exposure):
             for name in t.colnames:
                 if name.endswith("_adu"):
@@ -319,7 +321,7 @@ class EoReadNoiseTask(PipelineTask):
                     t[name].unit = "electron"
             t["gain_e_per_adu"].unit = "electron/adu"
             t.meta.update(
-                {"DETECTOR": detector.id, "DET_NAME": detector.name, "GAIN_SOURCE": gain_source,
+                {"DETECTOR": detector.id, "DET_NAME": detector.name, **gains.metadata,
                  "SAMPLER_SEED": cfg.samplerSeed, "EDGE_BUFFER": cfg.edgeBuffer, "N_BOXES": cfg.nBoxes,
                  "BOX_SIZE": cfg.boxSize}
             )  # fmt: skip
@@ -328,10 +330,14 @@ class EoReadNoiseTask(PipelineTask):
         if any(flagged.values()):
             self.log.warning("%s: read noise not measured for flagged amplifier(s) %s", detector.name,
                              describe_flagged(flagged))  # fmt: skip
+        if gains.camera_amps:
+            self.log.warning("%s: no usable PTC gain for amplifier(s) %s: camera-model gains used",
+                             detector.name, ", ".join(gains.camera_amps))  # fmt: skip
         self.log.info(
-            "%s: median read noise %.2f e- (eo_pipe estimator) over %d biases",
+            "%s: median read noise %.2f e- (eo_pipe estimator, %s gains) over %d biases",
             detector.name,
             nan_median(table["read_noise_e"]),
+            gains.summary,
             len(raws),
         )
         return Struct(readNoise=table, readNoiseExposures=per_exposure)

@@ -46,6 +46,7 @@ from .camera import get_camera
 from .metrics import MetricSpec, load_metrics, load_sections, out_of_spec
 from .plotTasks import mosaic_dataset_name
 from .runCompare import compare_runs, condense_amp_list, load_runs
+from .runGains import camera_gain_amplifiers
 from .runState import parse_step_record
 from .runSummary import SUMMARY_DATASETS, build_run_summary
 
@@ -429,7 +430,7 @@ def build_report(
         if info.get("status") != "done"
     }
     flagged = flagged_amplifiers(summary)
-    _missing_section(w, metrics, missing, incomplete, flagged)
+    _missing_section(w, metrics, missing, incomplete, flagged, camera_gain_amplifiers(summary))
     for section in load_sections():
         section_metrics = [m for m in metrics if m.section == section.key]
         w.heading(section.title, 2)
@@ -543,10 +544,14 @@ def _missing_section(
     missing: Sequence[str],
     incomplete: dict[str, str],
     flagged: Sequence[dict[str, Any]],
+    camera_gains: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """The "Missing / incomplete" section: steps not done, metrics without data, flagged amps."""
+    """The "Missing / incomplete" section: steps not done, metrics without data, flagged amps.
+
+    Also the amps whose values in electrons use camera-model gains (no usable PTC gain).
+    """
     w.heading("Missing / incomplete", 2)
-    if not (missing or incomplete or flagged):
+    if not (missing or incomplete or flagged or camera_gains):
         w.paragraph("Nothing is missing: every step ran, every metric has values, no amplifier is flagged.")
         return
     if incomplete:
@@ -577,6 +582,17 @@ def _missing_section(
                 [g["det_name"], ", ".join(g["amps"]), g["flags"], g["sources"].replace(",", ", ")]
                 for g in flagged
             ],
+            css="missing",
+        )
+    if camera_gains:
+        n = sum(len(g["amps"]) for g in camera_gains)
+        w.paragraph(
+            f"{n} amplifier(s) without a usable PTC gain (no eoPtc, or a gain that is not finite and "
+            "positive): their values in electrons use the camera-model gains (gain_source CAMERA)."
+        )
+        w.table(
+            ["detector", "amplifiers", "tables"],
+            [[g["det_name"], ", ".join(g["amps"]), g["sources"].replace(",", ", ")] for g in camera_gains],
             css="missing",
         )
 

@@ -21,6 +21,10 @@ non-uniformity, relative response farthest from 1) and one column per LED
 
 Every table of `SUMMARY_DATASETS` with a ``flags`` column contributes to ``flags``, the tables of
 gain stability, divisadero tearing, wavelength flats and persistence included.
+
+Gain source (`lsst.eo.baseline.runGains`): ``camera_gain_sources`` names the tables whose values
+in electrons use the camera-model gain of the amplifier (``gain_source`` ``CAMERA``: no usable PTC
+gain), ``""`` when every one used the run's PTC gain.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from lsst.pipe.base import connectionTypes as cT
 from .ampFlags import FLAGS_COLUMN
 from .camera import get_camera
 from .metrics import load_metrics
+from .runGains import GAIN_SOURCE_CAMERA
 
 SUMMARY_DATASETS = (
     "eoReadNoise", "eoCti", "eoEper", "eoBiasStability", "eoDarkCurrent", "eoBrightDefects",
@@ -98,6 +103,7 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
     for row in rows:
         row[FLAGS_COLUMN] = 0
         row["flag_sources"] = ""
+        row["camera_gain_sources"] = ""
     for dataset, per_det in tables.items():
         for det_id, table in per_det.items():
             if FLAGS_COLUMN not in table.colnames or "amp" not in table.colnames:
@@ -109,6 +115,18 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
                 row[FLAGS_COLUMN] |= int(value)
                 if dataset not in row["flag_sources"].split(","):
                     row["flag_sources"] = ",".join(p for p in (row["flag_sources"], dataset) if p)
+    for dataset, per_det in tables.items():
+        for det_id, table in per_det.items():
+            if "gain_source" not in table.colnames or "amp" not in table.colnames:
+                continue
+            amps = np.asarray(table["amp"]).astype(str)
+            camera_amps = set(amps[np.asarray(table["gain_source"]).astype(str) == GAIN_SOURCE_CAMERA])
+            for amp in sorted(camera_amps):
+                row = index.get((det_id, amp))
+                if row is not None and dataset not in row["camera_gain_sources"].split(","):
+                    row["camera_gain_sources"] = ",".join(
+                        p for p in (row["camera_gain_sources"], dataset) if p
+                    )
     for metric in metrics:
         for row in rows:
             row[metric.name] = np.nan
@@ -160,6 +178,7 @@ def build_run_summary(tables: Mapping[str, Mapping[int, Table]], detectors: list
     if len(summary):
         summary[FLAGS_COLUMN] = np.asarray(summary[FLAGS_COLUMN], dtype=np.int32)
         summary["flag_sources"] = np.asarray(summary["flag_sources"]).astype(str)
+        summary["camera_gain_sources"] = np.asarray(summary["camera_gain_sources"]).astype(str)
     return summary
 
 

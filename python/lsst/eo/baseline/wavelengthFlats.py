@@ -6,8 +6,10 @@ overscan, by default combined bias and dark x DARKTIME; adu) less ``edgeMargin``
 
 * :math:`m_i`: 3-sigma clipped mean (adu) of exposure *i*; ``signal_adu`` is their mean;
 * ``response_e_per_s`` = :math:`\langle g\, m_i / t_i \rangle` with :math:`t_i` = EXPTIME and
-  :math:`g` the gain (e-/adu): the mean photo-electron rate per pixel (dark current is subtracted
-  with the combined dark; without it, it adds D x DARKTIME / EXPTIME, ~0.005 e-/s);
+  :math:`g` the run's PTC gain (e-/adu; the camera-model gain without a usable PTC gain,
+  `lsst.eo.baseline.runGains`, per amplifier in ``gain_e_per_adu`` and ``gain_source``): the mean
+  photo-electron rate per pixel (dark current is subtracted with the combined dark, adu/s x
+  DARKTIME; without it, it adds D x DARKTIME / EXPTIME, ~0.005 e-/s);
 * ``response_per_ccobflux`` = :math:`\langle g\, m_i / (t_i\, \mathrm{CCOBFLUX}_i) \rangle`:
   the same per unit of the monitoring photodiode flux, which removes the source's jitter and
   makes LEDs comparable (e-/pixel per CCOBFLUX unit and second);
@@ -80,10 +82,17 @@ from .afwstats import clipped_stats, gaussian_clip_factor
 from .ampFlags import apply_amp_flags, calib_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import amp_groups, read_amp_group
 from .calibCombine import amp_views
-from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
+from .calibInputs import (
+    SwitchedCalibConnections,
+    bias_prerequisite,
+    dark_prerequisite,
+    ptc_prerequisite,
+    raw_exposures,
+)
 from .camera import DetectorInfo, get_camera
 from .gainStability import header_float
 from .isrTask import EoIsrTask
+from .runGains import RunGains, quantum_gains, run_gains
 
 
 def pair_temporal_variance(normed: Sequence[np.ndarray], nsig: float = 3.0) -> float:
@@ -224,6 +233,7 @@ class EoWavelengthFlatsConnections(SwitchedCalibConnections):
     raws = raw_exposures("Raw wavelength flats of one detector (any number of LEDs/filters).")
     bias = bias_prerequisite()
     dark = dark_prerequisite()
+    ptc = ptc_prerequisite()
     wavelengthFlats = cT.Output(
         name="eoWavelengthFlats",
         doc="Response and flat non-uniformity per LED/filter and amplifier.",
@@ -292,7 +302,8 @@ class EoWavelengthFlatsTask(PipelineTask):
         bias = butlerQC.get(inputRefs.bias) if self.config.isr.doBias else None
         dark = butlerQC.get(inputRefs.dark) if self.config.isr.doDark else None
         detector = get_camera()[outputRefs.wavelengthFlats.dataId["detector"]]
-        butlerQC.put(self.run(handles, detector, bias=bias, dark=dark), outputRefs)
+        gains = quantum_gains(butlerQC, inputRefs, detector)
+        butlerQC.put(self.run(handles, detector, bias=bias, dark=dark, gains=gains), outputRefs)
 
     def _measure_group(
         self, images: list[np.ndarray], means: list[float], gain: float, read_noise_adu: float
@@ -361,7 +372,7 @@ class EoWavelengthFlatsTask(PipelineTask):
         detector: DetectorInfo,
         bias: MaskedImage | None = None,
         dark: MaskedImage | None = None,
-        gains: dict[str, float] | None = None,
+        gains: RunGains | None = None,
     ) -> Struct:
         """Measure response and non-uniformity per LED/filter group and amplifier.
 
@@ -374,9 +385,9 @@ class EoWavelengthFlatsTask(PipelineTask):
         bias : `lsst.images.MaskedImage`, optional
             Combined bias, adu (required if ``isr.doBias``).
         dark : `lsst.images.MaskedImage`, optional
-            Combined dark, e-/s (required if ``isr.doDark``).
-        gains : `dict` [`str`, `float`], optional
-            Gains (e-/adu); default per ``isr.gainSource``.
+            Combined dark, adu/s (required if ``isr.doDark``).
+        gains : `~lsst.eo.baseline.runGains.RunGains`, optional
+            Gains (e-/adu) and their sources; default: camera-model gains (as without a PTC).
 
         Returns
         -------
@@ -389,7 +400,8 @@ class EoWavelengthFlatsTask(PipelineTask):
         bias_amps = amp_views(bias, detector)
         dark_amps = amp_views(dark, detector)
         e = cfg.edgeMargin
-        gain_source = cfg.isr.gainSource if gains is None else "INPUT"
+        run_gain = gains if gains is not None else run_gains(detector)
+        gains_by_amp = run_gain.gains
         results: dict[tuple[tuple[str, str], str], dict[str, Any]] = {}
         groups: dict[tuple[str, str], list[int]] = {}
         info: list[dict[str, float]] = []
@@ -402,14 +414,12 @@ class EoWavelengthFlatsTask(PipelineTask):
                     groups.setdefault(_group_key(r.header), []).append(i)
                     info.append({"exptime": header_float(r.header, "EXPTIME"),
                                  "ccobflux": header_float(r.header, "CCOBFLUX")})  # fmt: skip
-            if gains is None:
-                gains = self.isr.default_gains(exposures[0])
             for amp in amp_group:
                 for r in exposures:
                     flags[amp] |= raw_amp_flags(r[amp])
                 if flags[amp]:
                     for key, members in groups.items():
-                        results[(key, amp)] = self._unmeasured(members, info, gains[amp])
+                        results[(key, amp)] = self._unmeasured(members, info, gains_by_amp[amp])
                     continue
                 for key, members in groups.items():
                     images, means, noise = [], [], []
@@ -422,7 +432,7 @@ class EoWavelengthFlatsTask(PipelineTask):
                         image = self.isr.image_into(
                             r[amp],
                             np.empty((len(range(ny)[used]), nx), dtype=np.float32),
-                            gain=gains[amp],
+                            gain=gains_by_amp[amp],
                             dark_time=r.dark_time,
                             bias=None if bias_amps is None else bias_amps[amp],
                             dark=None if dark_amps is None else dark_amps[amp],
@@ -432,7 +442,7 @@ class EoWavelengthFlatsTask(PipelineTask):
                         means.append(clipped_stats(image, cfg.nSigmaClip).mean)
                         images.append(image)
                         noise.append(self.isr.read_noise_adu(r[amp], rows) / gaussian_clip_factor(3.0, 3))
-                    g = gains[amp]
+                    g = gains_by_amp[amp]
                     with np.errstate(invalid="ignore", divide="ignore"):
                         rates = np.array(means) / np.array([info[i]["exptime"] for i in members])
                     flux = np.array([info[i]["ccobflux"] for i in members])
@@ -481,11 +491,10 @@ class EoWavelengthFlatsTask(PipelineTask):
         table["signal_adu"].unit = "adu"
         table["response_adu_per_s"].unit = "adu/s"
         table["response_e_per_s"].unit = "electron/s"
-        table["gain_e_per_adu"].unit = "electron/adu"
+        run_gain.add_columns(table)
         table.meta.update(
             {"DETECTOR": detector.id, "DET_NAME": detector.name, "EDGE_MARGIN": e,
-             "BLOCK_SIZE": cfg.blockSize, "LARGE_SCALE_DEGREE": cfg.largeScaleDegree,
-             "GAIN_SOURCE": gain_source}
+             "BLOCK_SIZE": cfg.blockSize, "LARGE_SCALE_DEGREE": cfg.largeScaleDegree}
         )  # fmt: skip
         apply_amp_flags(table, flags, required=["signal_adu", "response_e_per_s", "nonuniformity"],
                         skip=["exptime_s", "ccobflux", "gain_e_per_adu"])  # fmt: skip

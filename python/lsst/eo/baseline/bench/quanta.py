@@ -1,4 +1,4 @@
-"""Pipetask overhead with quanta of production size: the B-protocol bias step, 20 biases per CCD.
+"""Pipetask overhead with quanta of production size: the B-protocol bias tasks, 20 biases per CCD.
 
 The full-focal-plane run (`lsst.eo.baseline.bench.scale`) holds one bias per detector, so its
 bias-step quanta last a fraction of a second and the fixed cost of each quantum (writing its
@@ -22,7 +22,7 @@ import tempfile
 from typing import Any
 
 from . import write_figures
-from .scale import OVERHEAD_TARGET, run_pipetask_step, simulate_and_ingest
+from .scale import BIAS_TASKS, OVERHEAD_TARGET, run_pipetask_step, simulate_and_ingest
 
 BIASES = 20
 """Biases per detector in a B protocol (``config/plans/b_protocol.yaml``)."""
@@ -62,9 +62,7 @@ def run_quanta_benchmark(
     """
     with tempfile.TemporaryDirectory() as tmp:
         sim = simulate_and_ingest(work_dir or tmp, "quanta_plan.yaml", _PLAN, detectors, "13800", 11, jobs)
-        step = run_pipetask_step(
-            sim.repo, "u/quanta/bias", "bProtocol.yaml#bias", "exposure.observation_type = 'bias'"
-        )
+        step = run_pipetask_step(sim.repo, "u/quanta/bias", BIAS_TASKS, "exposure.observation_type = 'bias'")
     return {
         "detectors": sim.detectors,
         "biases_per_detector": BIASES,

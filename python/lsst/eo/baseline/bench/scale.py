@@ -2,7 +2,7 @@
 
 Simulates one bias and one flat pair for all 189 science CCDs and the 16 corner-raft sensors
 (guiders and wavefront half-CCDs), ingests them into a new SQLite repository on one core, and runs
-the bias step (eoReadNoise, eoBiasStability, its plots; eoBias, which needs three biases, is left
+the bias tasks (eoReadNoise, eoBiasStability, its plots; eoBias, which needs three biases, is left
 out of the graph when it is built) and the PTC pair extraction (eoPtcExtract) on every detector with
 one ``pipetask run -j 1`` each.  A combined bias per detector is not written here: at 195 MB each
 (image, variance and mask planes), 205 of them (40 GB) exceed the benchmark machine's free disk.  It
@@ -60,9 +60,13 @@ blocks:
   - {name: ptc, imgtype: FLAT, testtype: PTC, pairs: true, flux: 8000.0, signal: [20000.0]}
 """
 
+# The bias-exposure tasks (the bias step and the read noise, which a run does after the PTC;
+# here without a PTC, so with camera-model gains).
+BIAS_TASKS = "bProtocol.yaml#eoBias,eoReadNoise,eoBiasStability,eoBiasStabilityPlots"
+
 # (name, pipeline, where) of the processing steps of the scale run.
 _STEPS = (
-    ("bias", "bProtocol.yaml#bias", "exposure.observation_type = 'bias'"),
+    ("bias", BIAS_TASKS, "exposure.observation_type = 'bias'"),
     ("ptcExtract", "bProtocol.yaml#eoPtcExtract", "exposure.observation_type = 'flat'"),
 )
 
