@@ -93,9 +93,9 @@ def products(sim):
         solve.config.ptcFitType = "EXPAPPROXIMATION"
         solved = solve.run(out["pairs"], det)
         out["ptc"], out["eoPtcSummary"] = solved.ptc, solved.summary
-        for name, task in (("eoLinearity", EoLinearityTask), ("eoBrighterFatter", EoBrighterFatterTask),
-                           ("eoRowMeansVariance", EoRowMeansVarianceTask)):  # fmt: skip
+        for name, task in (("eoLinearity", EoLinearityTask), ("eoBrighterFatter", EoBrighterFatterTask)):
             out[name] = task().run(solved.ptc, det).metric
+        out["eoRowMeansVariance"] = EoRowMeansVarianceTask().run(solved.ptc, det, out["pairs"]).metric
     return out
 
 
