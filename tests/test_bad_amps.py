@@ -34,6 +34,7 @@ from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.cti import EoCtiTask
 from lsst.eo.baseline.darkCurrent import EoDarkCurrentTask, dark_current_table
 from lsst.eo.baseline.defects import EoBrightDefectsTask
+from lsst.eo.baseline.flatPairStats import serial_overscan_columns
 from lsst.eo.baseline.metrics import load_metrics
 from lsst.eo.baseline.ptcExtract import EoPtcExtractTask
 from lsst.eo.baseline.ptcMetrics import EoBrighterFatterTask, EoLinearityTask, EoRowMeansVarianceTask
@@ -290,3 +291,46 @@ def test_summary_and_report_skip_flagged_amps(products, tmp_path):
         assert amp in text and flag.name in text
     rst = open(result.rst).read()
     assert "Missing / incomplete" in rst and "SATURATED" in rst
+
+
+def test_row_means_variance_recovers_shot_noise(sim, products):
+    # End to end (simulated raws -> extraction -> PTC -> eoRowMeansVariance) on the good amplifiers.
+    # A row mean of f1 - f2 over N columns has variance 2 S / N (shot noise, e-^2) plus the white
+    # read noise 2 rn^2 / N plus, common to the whole row, the noise of the per-row overscan median
+    # of each flat, 2 (pi/2) rn^2 / n_os (n_os = overscan columns the ISR uses).  eo_pipe's slope
+    # divides by the shot noise only, so its expectation is sum(E + extra) / sum(E) over the pairs
+    # in (3000, 1e5) e-.  Each pair's V comes from R - 1 rows: relative standard deviation
+    # sqrt(2 / (R - 2)); the ratio of sums has sigma = that x sqrt(sum (E + extra)^2) / sum E.
+    det = get_camera()[DET]
+    layouts = {a.name: a for a in det.ccd_type.amps}
+    table = products["eoRowMeansVariance"]
+    gains = products["ptc"].gain
+    pulls = []
+    for row in table:
+        amp = str(row["amp"])
+        if amp in BAD or amp == NAN_AMP:
+            continue
+        truth = sim.amp(DET, amp)
+        n_cols = layouts[amp].bbox.x.size
+        n_rows = layouts[amp].bbox.y.size
+        n_os = serial_overscan_columns(layouts[amp], 3, 3)
+        signal = []
+        for t in products["pairs"]:
+            r = t[t["amp"] == amp][0]
+            signal.append(0.5 * (r["eo_mean_1_adu"] + r["eo_mean_2_adu"]) * gains[amp])
+            assert r["eo_row_means_n_cols"] == n_cols
+        signal = np.array(signal)
+        use = (signal > 3000.0) & (signal < 1.0e5)
+        assert row["n_pairs"] == use.sum() == 3  # 5k, 20k, 50k e- of the plan
+        e = 2.0 * signal[use] / n_cols
+        extra = 2.0 * truth.read_noise**2 * (1.0 / n_cols + 0.5 * np.pi / n_os)
+        expected = np.sum(e + extra) / np.sum(e)
+        sigma = np.sqrt(2.0 / (n_rows - 2)) * np.sqrt(np.sum((e + extra) ** 2)) / np.sum(e)
+        assert row["row_means_variance_slope"] == pytest.approx(expected, abs=5 * sigma), amp
+        # One row more or less changes V by ~1/R of its own scatter.
+        assert row["row_means_variance_slope_all_rows"] == pytest.approx(
+            row["row_means_variance_slope"], abs=sigma
+        )
+        pulls.append((row["row_means_variance_slope"] - expected) / sigma)
+    # The good amplifiers together: their mean pull is N(0, 1/n).
+    assert abs(np.mean(pulls)) < 4.0 / np.sqrt(len(pulls))

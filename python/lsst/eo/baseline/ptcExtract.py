@@ -48,7 +48,6 @@ from .ampFlags import (
     raw_amp_flags,
 )
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
-from .biasStability import exposure_mjd
 from .calibCombine import amp_views
 from .calibInputs import SwitchedCalibConnections, bias_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
@@ -56,6 +55,7 @@ from .covariance import PairMeasurement, measure_pair
 from .cti import eper
 from .defectBoxes import defect_mask
 from .flatPairStats import EoRowMeansPair, eo_row_means_pair
+from .headerValues import exposure_mjd
 from .isr import split_ccd
 from .isrTask import EoIsrTask
 from .pairing import pair_exposures

@@ -82,7 +82,7 @@ from .ampStream import amp_groups, read_amp_group
 from .calibCombine import amp_views
 from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
-from .gainStability import header_float
+from .headerValues import header_float
 from .isrTask import EoIsrTask
 
 
