@@ -45,6 +45,7 @@ from lsst.eo.baseline.report import build_report, metric_statistics
 from lsst.eo.baseline.runSummary import build_run_summary
 from lsst.eo.baseline.simulator import load_truth, simulate
 from lsst.eo.baseline.simulator.model import ADC_MAX as SIMULATOR_ADC_MAX
+from lsst.eo.baseline.simulator.model import POISSON_MAX_MEAN, covariance_model
 
 from tests.reliability_helpers import corrupt_amps
 
@@ -294,13 +295,16 @@ def test_summary_and_report_skip_flagged_amps(products, tmp_path):
 
 
 def test_row_means_variance_recovers_shot_noise(sim, products):
-    # End to end (simulated raws -> extraction -> PTC -> eoRowMeansVariance) on the good amplifiers.
-    # A row mean of f1 - f2 over N columns has variance 2 S / N (shot noise, e-^2) plus the white
-    # read noise 2 rn^2 / N plus, common to the whole row, the noise of the per-row overscan median
-    # of each flat, 2 (pi/2) rn^2 / n_os (n_os = overscan columns the ISR uses).  eo_pipe's slope
-    # divides by the shot noise only, so its expectation is sum(E + extra) / sum(E) over the pairs
-    # in (3000, 1e5) e-.  Each pair's V comes from R - 1 rows: relative standard deviation
-    # sqrt(2 / (R - 2)); the ratio of sums has sigma = that x sqrt(sum (E + extra)^2) / sum E.
+    # End to end (simulated raws -> extraction -> PTC -> eoRowMeansVariance) on the good amplifiers,
+    # against the expectation from the simulation's truth.  A row mean of f1 - f2 over N columns has
+    # variance (2 / N) sum_dx C(dx, 0) (e-^2): the shot noise with the brighter-fatter covariances
+    # along the row (the simulator's spectral model, `covariance_model`, all orders; Poisson
+    # below POISSON_MAX_MEAN), plus the white read noise 2 rn^2 / N plus, common to the whole
+    # row, the per-row overscan median of each flat, 2 (pi/2) rn^2 / n_os.  eo_pipe's slope
+    # divides by 2 S / N and uses the PTC gain g for both, so its expectation is
+    # (g / g_true) sum(V) / sum(E) over the pairs in (3000, 1e5) e-.  Each pair's V comes from
+    # R - 1 rows: relative standard deviation sqrt(2 / (R - 2)); the ratio of sums has
+    # sigma = that x sqrt(sum V^2) / sum E.
     det = get_camera()[DET]
     layouts = {a.name: a for a in det.ccd_type.amps}
     table = products["eoRowMeansVariance"]
@@ -314,18 +318,28 @@ def test_row_means_variance_recovers_shot_noise(sim, products):
         n_cols = layouts[amp].bbox.x.size
         n_rows = layouts[amp].bbox.y.size
         n_os = serial_overscan_columns(layouts[amp], 3, 3)
-        signal = []
+        mean_adu = []
         for t in products["pairs"]:
             r = t[t["amp"] == amp][0]
-            signal.append(0.5 * (r["eo_mean_1_adu"] + r["eo_mean_2_adu"]) * gains[amp])
+            mean_adu.append(0.5 * (r["eo_mean_1_adu"] + r["eo_mean_2_adu"]))
             assert r["eo_row_means_n_cols"] == n_cols
-        signal = np.array(signal)
+        mean_adu = np.array(mean_adu)
+        signal = mean_adu * gains[amp]
         use = (signal > 3000.0) & (signal < 1.0e5)
         assert row["n_pairs"] == use.sum() == 3  # 5k, 20k, 50k e- of the plan
-        e = 2.0 * signal[use] / n_cols
-        extra = 2.0 * truth.read_noise**2 * (1.0 / n_cols + 0.5 * np.pi / n_os)
-        expected = np.sum(e + extra) / np.sum(e)
-        sigma = np.sqrt(2.0 / (n_rows - 2)) * np.sqrt(np.sum((e + extra) ** 2)) / np.sum(e)
+        s_true = mean_adu[use] * truth.gain
+        row_sum = []
+        for s in s_true:
+            if s < POISSON_MAX_MEAN:
+                row_sum.append(s)
+            else:
+                c = covariance_model(truth.a_matrix, s, maxlag=64, size=128)
+                row_sum.append(c[0, 0] + 2.0 * np.sum(c[1:, 0]))
+        e = 2.0 * s_true / n_cols
+        v = 2.0 * np.array(row_sum) / n_cols + 2.0 * truth.read_noise**2 * (1.0 / n_cols + 0.5 * np.pi / n_os)
+        ratio = gains[amp] / truth.gain
+        expected = ratio * np.sum(v) / np.sum(e)
+        sigma = ratio * np.sqrt(2.0 / (n_rows - 2)) * np.sqrt(np.sum(v**2)) / np.sum(e)
         assert row["row_means_variance_slope"] == pytest.approx(expected, abs=5 * sigma), amp
         # One row more or less changes V by ~1/R of its own scatter.
         assert row["row_means_variance_slope_all_rows"] == pytest.approx(
@@ -333,4 +347,4 @@ def test_row_means_variance_recovers_shot_noise(sim, products):
         )
         pulls.append((row["row_means_variance_slope"] - expected) / sigma)
     # The good amplifiers together: their mean pull is N(0, 1/n).
-    assert abs(np.mean(pulls)) < 4.0 / np.sqrt(len(pulls))
+    assert abs(np.mean(pulls)) < 4.0 / np.sqrt(len(pulls)), pulls
