@@ -34,6 +34,7 @@ from lsst.eo.baseline.camera import get_camera
 from lsst.eo.baseline.cti import EoCtiTask
 from lsst.eo.baseline.darkCurrent import EoDarkCurrentTask, dark_current_table
 from lsst.eo.baseline.defects import EoBrightDefectsTask
+from lsst.eo.baseline.flatPairStats import serial_overscan_columns
 from lsst.eo.baseline.metrics import load_metrics
 from lsst.eo.baseline.ptcExtract import EoPtcExtractTask
 from lsst.eo.baseline.ptcMetrics import EoBrighterFatterTask, EoLinearityTask, EoRowMeansVarianceTask
@@ -44,6 +45,7 @@ from lsst.eo.baseline.report import build_report, metric_statistics
 from lsst.eo.baseline.runSummary import build_run_summary
 from lsst.eo.baseline.simulator import load_truth, simulate
 from lsst.eo.baseline.simulator.model import ADC_MAX as SIMULATOR_ADC_MAX
+from lsst.eo.baseline.simulator.model import POISSON_MAX_MEAN, covariance_model
 
 from tests.reliability_helpers import corrupt_amps
 
@@ -93,9 +95,9 @@ def products(sim):
         solve.config.ptcFitType = "EXPAPPROXIMATION"
         solved = solve.run(out["pairs"], det)
         out["ptc"], out["eoPtcSummary"] = solved.ptc, solved.summary
-        for name, task in (("eoLinearity", EoLinearityTask), ("eoBrighterFatter", EoBrighterFatterTask),
-                           ("eoRowMeansVariance", EoRowMeansVarianceTask)):  # fmt: skip
+        for name, task in (("eoLinearity", EoLinearityTask), ("eoBrighterFatter", EoBrighterFatterTask)):
             out[name] = task().run(solved.ptc, det).metric
+        out["eoRowMeansVariance"] = EoRowMeansVarianceTask().run(solved.ptc, det, out["pairs"]).metric
     return out
 
 
@@ -290,3 +292,59 @@ def test_summary_and_report_skip_flagged_amps(products, tmp_path):
         assert amp in text and flag.name in text
     rst = open(result.rst).read()
     assert "Missing / incomplete" in rst and "SATURATED" in rst
+
+
+def test_row_means_variance_recovers_shot_noise(sim, products):
+    # End to end (simulated raws -> extraction -> PTC -> eoRowMeansVariance) on the good amplifiers,
+    # against the expectation from the simulation's truth.  A row mean of f1 - f2 over N columns has
+    # variance (2 / N) sum_dx C(dx, 0) (e-^2): the shot noise with the brighter-fatter covariances
+    # along the row (the simulator's spectral model, `covariance_model`, all orders; Poisson
+    # below POISSON_MAX_MEAN), plus the white read noise 2 rn^2 / N plus, common to the whole
+    # row, the per-row overscan median of each flat, 2 (pi/2) rn^2 / n_os.  eo_pipe's slope
+    # divides by 2 S / N and uses the PTC gain g for both, so its expectation is
+    # (g / g_true) sum(V) / sum(E) over the pairs in (3000, 1e5) e-.  Each pair's V comes from
+    # R - 1 rows: relative standard deviation sqrt(2 / (R - 2)); the ratio of sums has
+    # sigma = that x sqrt(sum V^2) / sum E.
+    det = get_camera()[DET]
+    layouts = {a.name: a for a in det.ccd_type.amps}
+    table = products["eoRowMeansVariance"]
+    gains = products["ptc"].gain
+    pulls = []
+    for row in table:
+        amp = str(row["amp"])
+        if amp in BAD or amp == NAN_AMP:
+            continue
+        truth = sim.amp(DET, amp)
+        n_cols = layouts[amp].bbox.x.size
+        n_rows = layouts[amp].bbox.y.size
+        n_os = serial_overscan_columns(layouts[amp], 3, 3)
+        mean_adu = []
+        for t in products["pairs"]:
+            r = t[t["amp"] == amp][0]
+            mean_adu.append(0.5 * (r["eo_mean_1_adu"] + r["eo_mean_2_adu"]))
+            assert r["eo_row_means_n_cols"] == n_cols
+        mean_adu = np.array(mean_adu)
+        signal = mean_adu * gains[amp]
+        use = (signal > 3000.0) & (signal < 1.0e5)
+        assert row["n_pairs"] == use.sum() == 3  # 5k, 20k, 50k e- of the plan
+        s_true = mean_adu[use] * truth.gain
+        row_sum = []
+        for s in s_true:
+            if s < POISSON_MAX_MEAN:
+                row_sum.append(s)
+            else:
+                c = covariance_model(truth.a_matrix, s, maxlag=64, size=128)
+                row_sum.append(c[0, 0] + 2.0 * np.sum(c[1:, 0]))
+        e = 2.0 * s_true / n_cols
+        v = 2.0 * np.array(row_sum) / n_cols + 2.0 * truth.read_noise**2 * (1.0 / n_cols + 0.5 * np.pi / n_os)
+        ratio = gains[amp] / truth.gain
+        expected = ratio * np.sum(v) / np.sum(e)
+        sigma = ratio * np.sqrt(2.0 / (n_rows - 2)) * np.sqrt(np.sum(v**2)) / np.sum(e)
+        assert row["row_means_variance_slope"] == pytest.approx(expected, abs=5 * sigma), amp
+        # One row more or less changes V by ~1/R of its own scatter.
+        assert row["row_means_variance_slope_all_rows"] == pytest.approx(
+            row["row_means_variance_slope"], abs=sigma
+        )
+        pulls.append((row["row_means_variance_slope"] - expected) / sigma)
+    # The good amplifiers together: their mean pull is N(0, 1/n).
+    assert abs(np.mean(pulls)) < 4.0 / np.sqrt(len(pulls)), pulls

@@ -122,14 +122,58 @@ def test_row_means_pair_skips_the_last_row_and_masked_pixels():
     a[10, 5] = 1.0e6
     bad = np.zeros(a.shape, dtype=bool)
     bad[10, 5] = True
-    mean, var, ncols = eo_row_means_pair(a, b, bad)
+    r = eo_row_means_pair(a, b, bad, bad)
     # Means (masked, unclipped, the last row included): image 1 has 50 x 40 - 1 = 1999 unmasked
     # pixels, 1959 at 100 (rows 0..48 less the masked one) and 40 at 1100 (row 49).
     m1 = (100.0 * 1959 + 1100.0 * 40) / 1999
-    m2 = 100.0
-    assert mean == pytest.approx(0.5 * (m1 + m2), rel=1e-12)
-    assert var == pytest.approx(0.0, abs=1e-20)
-    assert ncols == 40
+    assert r.mean_1_adu == pytest.approx(m1, rel=1e-12)
+    assert r.mean_2_adu == pytest.approx(100.0, rel=1e-12)
+    assert r.mean_adu == pytest.approx(0.5 * (m1 + 100.0), rel=1e-12)
+    assert r.row_means_variance_adu2 == pytest.approx(0.0, abs=1e-20)
+    assert r.n_cols == 40
+    # With the last row: 49 row means of 0 and one of 1000.  The first clip pass is centred on the
+    # median 0 with half-width 10 x 0.7413 x IQR = 0, so the 0s are kept and 1000 is dropped; the
+    # next passes (mean 0, variance 0) keep the same set: variance 0 again.  A clip that did not
+    # drop it would give 1000^2 / 50 = 2e4.
+    assert r.row_means_variance_all_rows_adu2 == pytest.approx(0.0, abs=1e-20)
+
+
+def test_row_means_pair_known_row_offsets():
+    # f1 - f2 has per-row offsets d_y = +1, -1 alternating (rows 0..8) and +7 on the last row
+    # (row 9).  eo_pipe (rows 0..8): values five +1 and four -1, mean 1/9, variance (n - 1)
+    # = (9 - 9 (1/9)^2) / 8 = (9 - 1/9) / 8 = 10/9.  The clip (10 sigma) keeps all.  With the last
+    # row: ten values, sum 1 + 7 = 8, sum of squares 9 + 49 = 58: (58 - 10 x 0.8^2) / 9 = 5.733...;
+    # the first pass centres on the median 1 with half-width 10 x 0.7413 x IQR(= 2) = 14.8: kept.
+    ny, nx = 10, 6
+    offsets = np.array([1.0, -1.0] * 4 + [1.0, 7.0])
+    rng = np.random.default_rng(1)
+    base = rng.normal(1000.0, 5.0, (ny, nx))
+    a = base + offsets[:, None]
+    # One masked pixel with a wild value in f2 (row 3): excluded from row 3's mean, whose other
+    # pixels still give the offset, and from f2's own mean, but not from f1's.
+    b = base.copy()
+    b[3, 2] = 1.0e9
+    bad2 = np.zeros((ny, nx), dtype=bool)
+    bad2[3, 2] = True
+    r = eo_row_means_pair(a, b, None, bad2)
+    assert r.row_means_variance_adu2 == pytest.approx(10.0 / 9.0, rel=1e-9)
+    assert r.row_means_variance_all_rows_adu2 == pytest.approx((58.0 - 10 * 0.8**2) / 9.0, rel=1e-9)
+    assert r.mean_1_adu == pytest.approx(np.mean(a), rel=1e-12)
+    keep = ~bad2
+    assert r.mean_2_adu == pytest.approx(np.sum(b[keep]) / keep.sum(), rel=1e-12)
+    # A fully masked row has no mean and is dropped, not counted as 0: mask row 0 (+1) entirely.
+    bad_row = np.zeros((ny, nx), dtype=bool)
+    bad_row[0] = True
+    r0 = eo_row_means_pair(a, base, bad_row, None)
+    # Rows 1..8: four +1, four -1: mean 0, variance 8 / 7.
+    assert r0.row_means_variance_adu2 == pytest.approx(8.0 / 7.0, rel=1e-9)
+
+
+def test_row_means_variance_slope_signal_window_is_exclusive():
+    # Signals exactly 3000 and 1e5 e- are outside eo_pipe's (3000, 1e5); NaN V is left out.
+    s = np.array([3000.0, 1.0e5, 5000.0, 20000.0])
+    v = np.array([1.0e6, 1.0e6, 100.0, np.nan])
+    assert eo_row_means_variance_slope(s, v, 100.0) == pytest.approx(100.0 / 100.0, rel=1e-12)
 
 
 def test_row_means_slope_is_one_for_pure_shot_noise():
@@ -145,10 +189,10 @@ def test_row_means_slope_is_one_for_pure_shot_noise():
     for s_e in levels:
         f1 = rng.poisson(s_e, (ny, nx)) / gain
         f2 = rng.poisson(s_e, (ny, nx)) / gain
-        m, v, n = eo_row_means_pair(f1, f2)
-        signal.append(m * gain)
-        var.append(v * gain**2)
-        ncols.append(n)
+        r = eo_row_means_pair(f1, f2)
+        signal.append(r.mean_adu * gain)
+        var.append(r.row_means_variance_adu2 * gain**2)
+        ncols.append(r.n_cols)
     slope = eo_row_means_variance_slope(np.array(signal), np.array(var), np.array(ncols, dtype=float))
     e = 2 * levels / nx
     sigma = np.sqrt(2.0 / (ny - 2)) * np.sqrt(np.sum(e**2)) / np.sum(e)

@@ -27,7 +27,6 @@ from lsst.eo.baseline.ingest import ingest_raws
 from lsst.eo.baseline.persistence import (
     EoPersistenceConfig,
     EoPersistenceTask,
-    exposure_end_mjd,
     fit_persistence,
     persistence_model,
 )
@@ -102,13 +101,6 @@ def test_fit_degenerate_cases():
     t0 = 2.6 + 17.7 * np.arange(6)
     nothing = fit_persistence(t0, t0 + 15.0, np.zeros(6) + 1e-3 * np.arange(6))
     assert not nothing["ok"]  # no decay: tau runs to a bound or q0 <= 0
-
-
-def test_exposure_end_from_headers():
-    assert exposure_end_mjd({"MJD-END": 61000.5, "MJD-BEG": 61000.4}) == 61000.5
-    end = exposure_end_mjd({"DATE-END": "2026-02-14T20:00:15.092"})
-    assert end == pytest.approx(astropy.time.Time("2026-02-14T20:00:15.092", scale="tai").mjd, abs=1e-9)
-    assert exposure_end_mjd({"MJD-BEG": 61000.0, "DARKTIME": 86.4}) == pytest.approx(61000.001)
 
 
 @pytest.fixture(scope="module")

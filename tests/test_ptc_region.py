@@ -98,9 +98,11 @@ def test_defect_pixels_are_excluded_from_the_pair_statistics():
     box = Table({"x0": [b.x.start + 100], "y0": [b.y.start + 500], "width": [30], "height": [40]})
     task = EoPtcExtractTask()
     task.config.doVignetteFunctionRegionSelection = False
-    masks = task._excluded_pixels(det, [box])
+    masks, defect_amps = task._excluded_pixels(det, [box])
     amp_mask = masks["C10"]
     assert amp_mask.sum() == 1200 and not any(masks[a].any() for a in det.amp_names if a != "C10")
+    # eo_pipe's row means see the defects only (here the same pixels: no vignetting selection).
+    assert np.array_equal(defect_amps["C10"], amp_mask)
     rng = np.random.default_rng(3)
     im1 = rng.normal(20000.0, 120.0, amp_mask.shape).astype(np.float32)
     im2 = rng.normal(20000.0, 120.0, amp_mask.shape).astype(np.float32)
@@ -119,3 +121,36 @@ def test_defect_pixels_are_excluded_from_the_pair_statistics():
     # variance would drop them anyway): (I1 - I2)^2 / (I1 + I2) ~ 3e4^2 / 7e4 on 1200 of 9.3e5
     # pixels adds ~16 adu to its mean of 14400/40000 = 0.36 adu, so the gain falls ~40-fold.
     assert unmasked.gain < 0.1 * masked.gain
+
+
+def test_eo_row_means_leave_out_the_box_maxy_row():
+    # eo_pipe skips the amplifier box's maxY row in detector orientation.  C10 of R22_S11 is
+    # flipped in y (its readout row 0 is the box's top row), C00 is not (its top row is the last
+    # one read out).  f1 - f2 has row offsets +1, -1 alternating, except 0 on the row eo_pipe
+    # leaves out: the variance without it is that of the other ny - 1 offsets, and differs both
+    # from the all-rows value and from leaving out the row at the other end.
+    from types import SimpleNamespace
+
+    from lsst.eo.baseline.ptcExtract import _eo_row_means
+
+    det = get_camera()["R22_S11"]
+    for name, skipped, other_end in (("C10", 0, -1), ("C00", -1, 0)):
+        layout = det.ccd_type.amp(name)
+        assert layout.flip_y == (name == "C10")
+        ny, nx = layout.bbox.y.size, layout.bbox.x.size
+        base = np.full((ny, nx), 1000.0)
+        offsets = np.where(np.arange(ny) % 2 == 0, 1.0, -1.0)
+        offsets[skipped] = 0.0
+        no_mask = np.zeros((ny, nx), dtype=bool)
+        isr = [
+            SimpleNamespace(layout=layout, image=base + offsets[:, None], mask=no_mask),
+            SimpleNamespace(layout=layout, image=base, mask=no_mask),
+        ]
+        r = _eo_row_means(isr, None)
+        expected = np.var(np.delete(offsets, skipped), ddof=1)
+        wrong_end = np.var(np.delete(offsets, other_end), ddof=1)
+        assert r.row_means_variance_adu2 == pytest.approx(expected, rel=1e-12), name
+        assert r.row_means_variance_all_rows_adu2 == pytest.approx(np.var(offsets, ddof=1), rel=1e-12)
+        assert abs(expected - wrong_end) > 1e-4 and abs(expected - np.var(offsets, ddof=1)) > 1e-4
+        assert r.n_cols == nx
+        assert r.mean_1_adu == pytest.approx(1000.0 + offsets.mean(), rel=1e-12)

@@ -41,16 +41,14 @@ __all__ = [
     "EoBiasStabilityConfig",
     "EoBiasStabilityConnections",
     "EoBiasStabilityTask",
-    "exposure_mjd",
     "eo_pipe_bias_stats",
     "readout_corner_slices",
     "summarize_levels",
 ]
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import astropy.time
 import numpy as np
 from astropy.table import Table
 from lsst.pex.config import ConfigurableField, Field, ListField
@@ -61,20 +59,9 @@ from .afwstats import clipped_stats
 from .ampFlags import apply_amp_flags, nan_median, raw_amp_flags
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
 from .camera import DetectorInfo, get_camera
+from .headerValues import exposure_mjd
 from .isrTask import EoIsrTask
 from .overscan import serial_overscan_fit_region
-
-
-def exposure_mjd(header: Mapping[str, Any]) -> float:
-    """Start of an exposure (MJD, TAI) from MJD-BEG, or DATE-BEG/DATE-OBS."""
-    for key in ("MJD-BEG", "MJD-OBS"):
-        value = header.get(key)
-        if isinstance(value, (int, float)) and np.isfinite(value):
-            return float(value)
-    for key in ("DATE-BEG", "DATE-OBS"):
-        if header.get(key):
-            return float(astropy.time.Time(str(header[key]), format="isot", scale="tai").mjd)
-    return np.nan
 
 
 def readout_corner_slices(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "EoBfStats",
+    "EoRowMeansPair",
     "eo_a00",
     "eo_bf_stats",
     "eo_row_means_pair",
@@ -214,45 +215,89 @@ def overscan_corrected_noise(noise_e: float, overscan_noise_adu: float, gain: fl
     return float(np.sqrt(max(noise_e**2 - added, 0.0)))
 
 
+@dataclass(frozen=True)
+class EoRowMeansPair:
+    """eo_pipe's per-pair, per-amplifier row-means quantities (``RowMeansVarianceTask.run``), adu.
+
+    Attributes
+    ----------
+    mean_1_adu, mean_2_adu : `float`
+        Masked, unclipped MEAN of each flat over the whole amplifier (each with its own mask).
+    row_means_variance_adu2 : `float`
+        VARIANCECLIP of the masked row means of ``f1 - f2`` over rows minY .. maxY - 1 (eo_pipe's
+        loop bound leaves out the amplifier's top row in detector orientation).
+    row_means_variance_all_rows_adu2 : `float`
+        The same over every row (ours: the loop bound corrected).
+    n_cols : `int`
+        Amplifier width, eo_pipe's pixels per row mean.
+    """
+
+    mean_1_adu: float
+    mean_2_adu: float
+    row_means_variance_adu2: float
+    row_means_variance_all_rows_adu2: float
+    n_cols: int
+
+    @property
+    def mean_adu(self) -> float:
+        """``(mean_1_adu + mean_2_adu) / 2``: eo_pipe's pair signal before the gain."""
+        return 0.5 * (self.mean_1_adu + self.mean_2_adu)
+
+
+def _masked_mean(image: np.ndarray, good: np.ndarray) -> float:
+    """MEAN (afw) of the good pixels (NaN if there is none)."""
+    n = np.count_nonzero(good)
+    return float(np.sum(image, where=good, dtype=np.float64) / n) if n else np.nan
+
+
 def eo_row_means_pair(
     image1: np.ndarray,
     image2: np.ndarray,
-    bad: np.ndarray | None = None,
+    bad1: np.ndarray | None = None,
+    bad2: np.ndarray | None = None,
     nsig: float = 10.0,
     n_iter: int = 3,
-) -> tuple[float, float, int]:
-    """eo_pipe's per-pair row-means statistics (``RowMeansVarianceTask.run``), adu.
+) -> EoRowMeansPair:
+    """eo_pipe's per-pair row-means statistics of one amplifier (``RowMeansVarianceTask.run``).
 
     Parameters
     ----------
     image1, image2 : `numpy.ndarray`
-        Trimmed amplifier images of the two flats (adu), rows = parallel direction.
-    bad : `numpy.ndarray` of `bool`, optional
-        Masked pixels (SUSPECT, BAD, NO_DATA, SAT of either image; OR'd).
+        Trimmed amplifier images of the two flats (adu) in **detector orientation**: index
+        ``[y, x]`` with y increasing with the assembled row number, so that the last row is the
+        amplifier box's maxY (the one eo_pipe's loop leaves out).
+    bad1, bad2 : `numpy.ndarray` of `bool`, optional
+        Masked pixels of each flat (eo_pipe's SUSPECT, BAD, NO_DATA, SAT planes).  Each image's
+        mean uses its own mask; the difference uses both (afw ORs the masks of ``f1 - f2``).
+        Non-finite pixels are masked as well.
     nsig, n_iter : `float`, `int`
         VARIANCECLIP of the row means (eo_pipe 10 sigma, 3 passes).
 
     Returns
     -------
-    mean_adu, row_means_variance_adu2, n_cols : `float`, `float`, `int`
-        ``(MEAN(f1) + MEAN(f2))/2`` (masked, unclipped), VARIANCECLIP of the masked row means of
-        ``f1 - f2`` over rows 0 .. ny - 2 (eo_pipe's loop stops before the last row), and the
-        amplifier width.  Multiply by the gain (its square) for e- (e-^2).
+    result : `EoRowMeansPair`
+        Multiply the means by the gain (the variances by its square) for e- (e-^2).  A row with no
+        unmasked pixel has a NaN mean, which the clipped variance ignores.
     """
     a = np.asarray(image1, dtype=np.float64)
     b = np.asarray(image2, dtype=np.float64)
-    good = np.isfinite(a) & np.isfinite(b)
-    if bad is not None:
-        good &= ~np.asarray(bad, dtype=bool)
-    n_good = np.count_nonzero(good)
-    if n_good == 0:
-        return np.nan, np.nan, a.shape[1]
-    mean = 0.5 * (np.sum(a[good]) / n_good + np.sum(b[good]) / n_good)
-    diff = np.where(good, a - b, 0.0)[:-1]
-    counts = good[:-1].sum(axis=1)
+    good1 = np.isfinite(a)
+    good2 = np.isfinite(b)
+    if bad1 is not None:
+        good1 &= ~np.asarray(bad1, dtype=bool)
+    if bad2 is not None:
+        good2 &= ~np.asarray(bad2, dtype=bool)
+    good = good1 & good2
+    counts = good.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        row_means = diff.sum(axis=1) / counts  # NaN rows (no pixel) are dropped by the clip
-    return float(mean), clipped_stats(row_means, nsig, n_iter).variance, int(a.shape[1])
+        row_means = np.sum(np.where(good, a - b, 0.0), axis=1) / counts
+    return EoRowMeansPair(
+        mean_1_adu=_masked_mean(a, good1),
+        mean_2_adu=_masked_mean(b, good2),
+        row_means_variance_adu2=clipped_stats(row_means[:-1], nsig, n_iter).variance,
+        row_means_variance_all_rows_adu2=clipped_stats(row_means, nsig, n_iter).variance,
+        n_cols=int(a.shape[1]),
+    )
 
 
 def eo_row_means_variance_slope(

@@ -84,10 +84,10 @@ from lsst.pipe.base import connectionTypes as cT
 from .afwstats import clipped_stats
 from .ampFlags import apply_amp_flags, calib_amp_flags, describe_flagged, nan_median, raw_amp_flags
 from .ampStream import exposure_id_of
-from .biasStability import exposure_mjd
 from .calibCombine import amp_views
 from .calibInputs import SwitchedCalibConnections, bias_prerequisite, dark_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
+from .headerValues import exposure_mjd, header_float
 from .isrTask import EoIsrTask
 from .rawio import housekeeping_temperatures
 
@@ -97,16 +97,6 @@ _FLUX_MODES = {
     "DETECTOR_MEDIAN": "divide by EXPTIME, then by the per-exposure median over the detector's amps",
     "NONE": "no normalisation",
 }
-
-
-def header_float(header: Mapping[str, Any], key: str) -> float:
-    """A numeric header value, NaN when missing or not a finite number."""
-    value = header.get(key)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return np.nan
-    return out if np.isfinite(out) else np.nan
 
 
 def flux_normalization(header: Mapping[str, Any], mode: str) -> float:

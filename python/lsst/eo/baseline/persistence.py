@@ -59,12 +59,11 @@ __all__ = [
     "EoPersistenceConfig",
     "EoPersistenceConnections",
     "EoPersistenceTask",
-    "exposure_end_mjd",
     "fit_persistence",
     "persistence_model",
 ]
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -85,7 +84,6 @@ from .ampFlags import (
     raw_amp_flags,
 )
 from .ampStream import exposure_id_of
-from .biasStability import exposure_mjd
 from .calibCombine import amp_views
 from .calibInputs import (
     SwitchedCalibConnections,
@@ -95,25 +93,11 @@ from .calibInputs import (
     raw_exposures,
 )
 from .camera import DetectorInfo, get_camera
-from .gainStability import header_float
+from .headerValues import exposure_end_mjd, exposure_mjd, header_float
 from .isrTask import EoIsrTask
 from .runGains import RunGains, quantum_gains, run_gains
 
 _SECONDS_PER_DAY = 86400.0
-
-
-def exposure_end_mjd(header: Mapping[str, Any]) -> float:
-    """End of an exposure's integration (MJD, TAI): MJD-END, DATE-END, or MJD-BEG + DARKTIME."""
-    value = header_float(header, "MJD-END")
-    if np.isfinite(value):
-        return value
-    if header.get("DATE-END"):
-        return exposure_mjd({"DATE-BEG": header["DATE-END"]})
-    begin = exposure_mjd(header)
-    dark_time = header_float(header, "DARKTIME")
-    if not np.isfinite(dark_time):
-        dark_time = header_float(header, "EXPTIME")
-    return begin + dark_time / _SECONDS_PER_DAY
 
 
 def persistence_model(t0: np.ndarray, t1: np.ndarray, q0: float, tau: float) -> np.ndarray:

@@ -9,6 +9,11 @@ quantum runs the ISR (serial overscan, optional bias; adu -- see `EoPtcExtractCo
 amplifier with the pair's mean, variance, covariances, per-pair gain, row-means variance, read
 noise and EPER.  `lsst.eo.baseline.ptcSolve.EoPtcSolveTask` gathers the pairs of a detector.
 
+Each row also has eo_pipe's row-means quantities (``eo_*`` columns,
+`lsst.eo.baseline.flatPairStats.eo_row_means_pair`), measured on eo_pipe's pixels: the whole trimmed
+amplifier with only the defects masked (eo_pipe reads cp_pipe's PTC ISR images, whose defects are
+BAD; the edge and vignetting masks below exist only inside cp_pipe's extraction).
+
 The pixels measured are cp_pipe's LSSTCam PTC selection: a 20-pixel border of each amplifier is
 ignored, only the pixels that the vignetting model selects (`lsst.eo.baseline.ptcRegion`) are used,
 and the boxes of the detector's defect lists (``eoBrightDefectsList``, ``eoDarkDefectsList``, when
@@ -43,13 +48,15 @@ from .ampFlags import (
     raw_amp_flags,
 )
 from .ampStream import amp_groups, exposure_id_of, read_amp_group
-from .biasStability import exposure_mjd
 from .calibCombine import amp_views
 from .calibInputs import SwitchedCalibConnections, bias_prerequisite, raw_exposures
 from .camera import DetectorInfo, get_camera
 from .covariance import PairMeasurement, measure_pair
 from .cti import eper
 from .defectBoxes import defect_mask
+from .flatPairStats import EoRowMeansPair, eo_row_means_pair
+from .headerValues import exposure_mjd
+from .isr import split_ccd
 from .isrTask import EoIsrTask
 from .pairing import pair_exposures
 from .ptcRegion import VIGNETTE_COEFFS, amp_use_masks
@@ -175,6 +182,11 @@ def pair_table(rows: list[dict[str, Any]], max_lag: int) -> Table:
         "raw_var_adu2",
         "row_mean_variance_adu2",
         "row_mean_n_cols",
+        "eo_mean_1_adu",
+        "eo_mean_2_adu",
+        "eo_row_means_variance_adu2",
+        "eo_row_means_variance_all_rows_adu2",
+        "eo_row_means_n_cols",
         "covariances_adu2",
         "covariance_sqrt_weights",
         "n_pixels",
@@ -196,6 +208,10 @@ def pair_table(rows: list[dict[str, Any]], max_lag: int) -> Table:
         "raw_delta_adu": "adu",
         "raw_var_adu2": "adu2",
         "row_mean_variance_adu2": "adu2",
+        "eo_mean_1_adu": "adu",
+        "eo_mean_2_adu": "adu",
+        "eo_row_means_variance_adu2": "adu2",
+        "eo_row_means_variance_all_rows_adu2": "adu2",
         "covariances_adu2": "adu2",
         "noise_adu": "adu",
         "overscan_median_adu": "adu",
@@ -259,7 +275,8 @@ class EoPtcExtractTask(PipelineTask):
             ``pair``: `astropy.table.Table`, one row per amplifier.
         """
         cfg = self.config
-        excluded = self._excluded_pixels(detector, defects)
+        excluded, defect_amps = self._excluded_pixels(detector, defects)
+        layouts = {a.name: a for a in detector.ccd_type.amps}
         bias_amps = amp_views(bias, detector)
         inherited = metadata_amp_flags(bias.metadata) if bias is not None else {}
         rows: list[dict[str, Any]] = []
@@ -280,6 +297,7 @@ class EoPtcExtractTask(PipelineTask):
                     m = PairMeasurement(reason=f"flagged amplifier ({'|'.join(flag_names(bad))})")
                     isr = []
                     epers = [{"serial_eper": np.nan, "parallel_eper": np.nan}]
+                    eo = EoRowMeansPair(np.nan, np.nan, np.nan, np.nan, layouts[amp].bbox.x.size)
                 else:
                     isr = [
                         self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
@@ -297,6 +315,7 @@ class EoPtcExtractTask(PipelineTask):
                         read_noise_adu=rn,
                     )
                     epers = [eper(i.corrected, i.layout, cfg.eperPixels) for i in isr]
+                    eo = _eo_row_means(isr, None if defect_amps is None else defect_amps[amp])
                 rows.append(
                     {
                         "amp": amp,
@@ -311,6 +330,11 @@ class EoPtcExtractTask(PipelineTask):
                         "raw_var_adu2": m.raw_var,
                         "row_mean_variance_adu2": m.row_mean_variance,
                         "row_mean_n_cols": m.row_mean_n_cols,
+                        "eo_mean_1_adu": eo.mean_1_adu,
+                        "eo_mean_2_adu": eo.mean_2_adu,
+                        "eo_row_means_variance_adu2": eo.row_means_variance_adu2,
+                        "eo_row_means_variance_all_rows_adu2": eo.row_means_variance_all_rows_adu2,
+                        "eo_row_means_n_cols": eo.n_cols,
                         "covariances_adu2": _square(m.covariances, cfg.maximumRangeCovariances),
                         "covariance_sqrt_weights": _square(
                             m.covariance_sqrt_weights, cfg.maximumRangeCovariances
@@ -352,8 +376,12 @@ class EoPtcExtractTask(PipelineTask):
 
     def _excluded_pixels(
         self, detector: DetectorInfo, defects: Sequence[Table] | None
-    ) -> dict[str, np.ndarray] | None:
-        """Pixels left out of every amplifier's statistics: outside the vignetting selection, defects."""
+    ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+        """Pixels left out of the amplifiers' statistics (readout orientation, True = excluded).
+
+        Returns the mask of the PTC statistics (outside the vignetting selection, defects) and
+        that of eo_pipe's row means (defects only; None when there is none).
+        """
         cfg = self.config
         defect_pixels = None
         if cfg.doDefectMask and defects:
@@ -380,7 +408,22 @@ class EoPtcExtractTask(PipelineTask):
                 cfg.vignetteFunctionRegionSelectionMinimumPixels,
                 ", ".join(f"{a} {p:.0f}%" for a, p in raised.items()),
             )
-        return masks
+        defect_amps = None if defect_pixels is None else split_ccd(defect_pixels, detector.ccd_type)
+        return masks, defect_amps
+
+
+def _eo_row_means(isr: Sequence[Any], defects: np.ndarray | None) -> EoRowMeansPair:
+    """eo_pipe's row-means quantities of one amplifier from the ISR results of a pair.
+
+    The pixels are the whole trimmed amplifier with the defects and the ISR's non-finite pixels
+    masked.  The images are in readout orientation; eo_pipe's loop leaves out the amplifier box's
+    maxY row in detector orientation, so amplifiers flipped in y are turned over first (the row
+    left out is then the first one read out).
+    """
+    layout = isr[0].layout
+    rows = slice(None, None, -1) if layout.flip_y else slice(None)
+    bad = [i.mask if defects is None else i.mask | defects for i in isr]
+    return eo_row_means_pair(isr[0].image[rows], isr[1].image[rows], bad[0][rows], bad[1][rows])
 
 
 def _mean_or_nan(values: Sequence[float]) -> float:

@@ -18,9 +18,10 @@ amplifier; the numerics live in `lsst.eo.baseline.linearity` and `lsst.eo.baseli
   (eo_pipe) beside ``ptc_noise_overscan_corrected_e`` (ours).
 * ``eoRowMeansVariance`` (eo_pipe ``row_means_variance_stats``): ``row_means_variance_slope``,
   eo_pipe's ratio of sums of the row-means variance to the shot-noise expectation (no read-noise
-  term, all pairs, 3000 < signal < 1e5 e-), beside ours, ``row_means_variance_ratio`` (with the
-  read-noise term).  Both use the row-means variances of the pair extraction
-  (see the task's notes).
+  term, all pairs, 3000 < signal < 1e5 e-) from eo_pipe's per-pair quantities, which the pair
+  extraction stores in ``eoPtcPair`` (this task also reads those tables); beside it
+  ``row_means_variance_slope_all_rows`` (the same with the amplifier's last row included) and
+  ours, ``row_means_variance_ratio`` (cp_pipe's pair difference, with the read-noise term).
 
 Each table has the ``flags`` column of `lsst.eo.baseline.ampFlags`: the amplifier flags stored in
 ``eoPtc`` (bad in the flats or the bias) and, except for ``eoLinearity`` (which does not use the
@@ -36,8 +37,12 @@ __all__ = [
     "EoLinearityTask",
     "EoPtcMetricConnections",
     "EoRowMeansVarianceConfig",
+    "EoRowMeansVarianceConnections",
     "EoRowMeansVarianceTask",
+    "eo_row_means_pairs",
 ]
+
+from collections.abc import Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -368,7 +373,19 @@ class EoBrighterFatterTask(_PtcMetricTask):
         return Struct(metric=_meta(table, detector, PTC_FIT_TYPE=ptc.ptcFitType))
 
 
-class EoRowMeansVarianceConfig(PipelineTaskConfig, pipelineConnections=EoPtcMetricConnections):
+class EoRowMeansVarianceConnections(EoPtcMetricConnections):
+    """Connections of `EoRowMeansVarianceTask`: ``eoPtc`` and the detector's pair tables."""
+
+    pairs = cT.Input(
+        name="eoPtcPair",
+        doc="Per-pair PTC measurements of the detector, with eo_pipe's row-means quantities.",
+        storageClass="ArrowAstropy",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+    )
+
+
+class EoRowMeansVarianceConfig(PipelineTaskConfig, pipelineConnections=EoRowMeansVarianceConnections):
     """Configuration of `EoRowMeansVarianceTask`."""
 
     minSignal = Field[float](doc="Smallest pair signal (e-) used (eo_pipe 3000).", default=3000.0)
@@ -379,6 +396,45 @@ class EoRowMeansVarianceConfig(PipelineTaskConfig, pipelineConnections=EoPtcMetr
         self.connections.metric = "eoRowMeansVariance"
 
 
+def eo_row_means_pairs(
+    pairs: Sequence[Table], exposure_pairs: np.ndarray, amp_names: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """eo_pipe's per-pair row-means quantities of every amplifier, in the order of a pair list.
+
+    Parameters
+    ----------
+    pairs : sequence of `astropy.table.Table`
+        ``eoPtcPair`` tables (any order; tables of other pairs are ignored).
+    exposure_pairs : `numpy.ndarray`
+        ``(N, 2)`` exposure ids of the pairs to use (eo_pipe: ``inputExpIdPairs`` of the first
+        amplifier, for every amplifier).
+    amp_names : sequence of `str`
+        Amplifiers.
+
+    Returns
+    -------
+    values : `dict` [`str`, `dict` [`str`, `numpy.ndarray`]]
+        Per amplifier, ``mean_adu`` (the two flats' masked means averaged), ``variance_adu2``,
+        ``variance_all_rows_adu2`` and ``n_cols``, one entry per pair (NaN where a pair has no row
+        for the amplifier).
+    """
+    index = {(int(e1), int(e2)): k for k, (e1, e2) in enumerate(np.asarray(exposure_pairs).reshape(-1, 2))}
+    n = len(index)
+    names = ("mean_adu", "variance_adu2", "variance_all_rows_adu2", "n_cols")
+    out = {amp: {name: np.full(n, np.nan) for name in names} for amp in amp_names}
+    for table in pairs:
+        for row in table:
+            k = index.get((int(row["exposure_1"]), int(row["exposure_2"])))
+            if k is None or row["amp"] not in out:
+                continue
+            values = out[row["amp"]]
+            values["mean_adu"][k] = 0.5 * (row["eo_mean_1_adu"] + row["eo_mean_2_adu"])
+            values["variance_adu2"][k] = row["eo_row_means_variance_adu2"]
+            values["variance_all_rows_adu2"][k] = row["eo_row_means_variance_all_rows_adu2"]
+            values["n_cols"][k] = row["eo_row_means_n_cols"]
+    return out
+
+
 class EoRowMeansVarianceTask(_PtcMetricTask):
     """Row-means variance relative to the shot-noise expectation, per amplifier."""
 
@@ -386,15 +442,24 @@ class EoRowMeansVarianceTask(_PtcMetricTask):
     _DefaultName = "eoRowMeansVariance"
     config: EoRowMeansVarianceConfig
 
-    def run(self, ptc: EoPtcDataset, detector: DetectorInfo) -> Struct:
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):
+        # Docstring inherited.
+        ptc = butlerQC.get(inputRefs.ptc)
+        pairs = butlerQC.get(inputRefs.pairs)
+        detector = get_camera()[outputRefs.metric.dataId["detector"]]
+        butlerQC.put(self.run(ptc, detector, pairs), outputRefs)
+
+    def run(self, ptc: EoPtcDataset, detector: DetectorInfo, pairs: Sequence[Table]) -> Struct:
         """Compute eo_pipe's row-means variance slope and ours.
 
         Parameters
         ----------
         ptc : `~lsst.eo.baseline.ptcDataset.EoPtcDataset`
-            The detector's PTCs.
+            The detector's PTCs (pair list, gains, our row-means variances).
         detector : `~lsst.eo.baseline.camera.DetectorInfo`
             Detector.
+        pairs : sequence of `astropy.table.Table`
+            The detector's ``eoPtcPair`` tables (eo_pipe's per-pair quantities).
 
         Returns
         -------
@@ -403,51 +468,69 @@ class EoRowMeansVarianceTask(_PtcMetricTask):
 
         Notes
         -----
-        ``row_means_variance_slope`` applies eo_pipe's formula (`eo_row_means_variance_slope`:
-        all pairs, signal = PTC gain x measured mean, no read-noise term) to the row-means
-        variances that the pair extraction stores in ``eoPtc`` (``rowMeanVariance``: rows of
-        cp_pipe's D = (mu2 I1 - mu1 I2)/mu inside the 20-pixel border, 5.5-sigma clip, with
-        ``rowMeanNCols`` pixels per row).  eo_pipe's own per-pair estimator, on f1 - f2 of the
-        whole amplifier with a 10-sigma clip, is
-        `lsst.eo.baseline.flatPairStats.eo_row_means_pair`; the extraction does not call it yet,
-        so the pixel-level input differs (``ROW_MEANS_INPUT`` in the metadata).
-        ``row_means_variance_ratio`` is ours: the same pairs with the read noise (PTC noise)
-        added to the expectation, ``2 (S + rn^2) / N_cols``.
+        ``row_means_variance_slope`` is eo_pipe's: for every pair of the first amplifier's
+        ``inputExpIdPairs`` (all pairs, whatever ``expIdMask``), S = PTC gain x the mean of the two
+        flats' masked unclipped means and V = PTC gain^2 x the 10-sigma VARIANCECLIP of the row
+        means of f1 - f2 without the last row, on the whole amplifier with the defects masked
+        (``eoPtcPair`` ``eo_*`` columns), then `eo_row_means_variance_slope` with N_cols = the
+        amplifier width.  ``row_means_variance_slope_all_rows`` is the same with every row.
+        ``row_means_variance_ratio`` is ours: the row-means variances of ``eoPtc``
+        (``rowMeanVariance``: cp_pipe's D = (mu2 I1 - mu1 I2)/mu inside the 20-pixel border and
+        the vignetting selection, 5.5-sigma clip, ``rowMeanNCols`` pixels per row) over the PTC's
+        own pairs, with the read noise (PTC noise) added to the expectation, ``2 (S + rn^2) / N``.
         """
+        cfg = self.config
+        first = ptc.ampNames[0] if ptc.ampNames else None
+        exposure_pairs = np.asarray(
+            ptc.inputExpIdPairs.get(first, np.zeros((0, 2))) if first is not None else np.zeros((0, 2))
+        )
+        eo_values = eo_row_means_pairs(pairs, exposure_pairs, ptc.ampNames)
         rows = []
         for amp in ptc.ampNames:
             gain = float(ptc.gain.get(amp, np.nan))
+            eo = eo_values[amp]
+            if not np.isfinite(gain):
+                rows.append((amp, np.nan, np.nan, np.nan, 0))
+                continue
+            eo_signal = eo["mean_adu"] * gain
+            eo_slope, eo_all_rows = (
+                eo_row_means_variance_slope(
+                    eo_signal, eo[key] * gain**2, eo["n_cols"], cfg.minSignal, cfg.maxSignal
+                )
+                for key in ("variance_adu2", "variance_all_rows_adu2")
+            )
+            with np.errstate(invalid="ignore"):
+                inside = (eo_signal > cfg.minSignal) & (eo_signal < cfg.maxSignal)
+            n_pairs = int(np.count_nonzero(inside & np.isfinite(eo["variance_adu2"])))
             means = _measured_means(ptc, amp)
             rmv = _amp_array(ptc, "rowMeanVariance", amp, means.size)
             ncols = _amp_array(ptc, "rowMeanNCols", amp, means.size)
             noise = float(ptc.noise.get(amp, 0.0))
-            if not np.isfinite(gain) or means.size == 0:
-                rows.append((amp, np.nan, np.nan, 0))
-                continue
-            signal_e = means * gain
-            with np.errstate(invalid="ignore"):
-                inside = (signal_e > self.config.minSignal) & (signal_e < self.config.maxSignal)
-            eo_slope = eo_row_means_variance_slope(
-                signal_e, rmv * gain**2, ncols, self.config.minSignal, self.config.maxSignal
-            )
             ours = row_means_variance_slope(
-                signal_e,
+                means * gain,
                 rmv * gain**2,
                 ncols,
-                self.config.minSignal,
-                self.config.maxSignal,
+                cfg.minSignal,
+                cfg.maxSignal,
                 read_noise_e=noise if np.isfinite(noise) else 0.0,
             )
-            rows.append((amp, eo_slope, ours, int(inside.sum())))
+            rows.append((amp, eo_slope, eo_all_rows, ours, n_pairs))
         table = Table(
             rows=rows,
-            names=("amp", "row_means_variance_slope", "row_means_variance_ratio", "n_pairs"),
+            names=(
+                "amp",
+                "row_means_variance_slope",
+                "row_means_variance_slope_all_rows",
+                "row_means_variance_ratio",
+                "n_pairs",
+            ),
+            dtype=(str, np.float64, np.float64, np.float64, np.int64),
         )
         apply_amp_flags(table, _ptc_flags(ptc))
         return Struct(
             metric=_meta(
                 table,
                 detector,
-                ROW_MEANS_INPUT="eoPtc rowMeanVariance (cp_pipe D, 5.5 sigma, 20-pixel border)",
+                ROW_MEANS_INPUT="eoPtcPair eo_* columns (eo_pipe: whole amplifier, defects masked, f1 - f2)",
             )
         )

@@ -90,7 +90,7 @@ from .calibInputs import (
     raw_exposures,
 )
 from .camera import DetectorInfo, get_camera
-from .gainStability import header_float
+from .headerValues import header_float
 from .isrTask import EoIsrTask
 from .runGains import RunGains, quantum_gains, run_gains
 
