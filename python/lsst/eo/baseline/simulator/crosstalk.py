@@ -1,0 +1,70 @@
+"""Intra-CCD crosstalk injection into the simulated raw amplifiers of one CCD exposure.
+
+Crosstalk is electronic: while the 16 amplifiers of a CCD are read out in lockstep, a fraction of
+each amplifier's output signal appears in the others at the same clock tick.  Raw arrays are in
+readout orientation, so pixel ``[y, x]`` of every source feeds pixel ``[y, x]`` of every target
+(ip_isr's flip of the source to the target's readout corner is the identity here).  With the
+measured LSSTCam matrices (`lsst.eo.baseline.crosstalk.load_crosstalk`, ratios in electrons)::
+
+    e_s = (raw_s - bias_s) * g_s                      # source signal, electrons
+    raw_t += sum_s (c[s, t] e_s + c2[s, t] e_s**2) / g_t
+
+over the whole raw segment (prescan and overscans carry ~0 signal and get ~0 crosstalk), before the
+final rounding and the ADC range.  ``bias_s`` is the amplifier's bias level of the exposure, so the
+source's row and column patterns and read noise couple too, as they do in the camera.
+"""
+
+from __future__ import annotations
+
+__all__ = ["inject_crosstalk"]
+
+from collections.abc import MutableMapping, Sequence
+
+import numpy as np
+
+from ..crosstalk import CrosstalkMatrix
+from .model import ADC_MAX
+
+
+def inject_crosstalk(
+    arrays: MutableMapping[str, np.ndarray],
+    matrix: CrosstalkMatrix,
+    bias_levels: Sequence[float],
+    gains: Sequence[float],
+) -> None:
+    """Add crosstalk to the raw arrays of every amplifier of a CCD exposure (in place).
+
+    Parameters
+    ----------
+    arrays : mapping [`str`, `numpy.ndarray`]
+        int32 raw arrays of all amplifiers of the CCD by name (same shape), replaced by their
+        crosstalk-affected version.
+    matrix : `~lsst.eo.baseline.crosstalk.CrosstalkMatrix`
+        Coefficients ``[source, target]`` (electrons) and quadratic terms.
+    bias_levels : sequence of `float`
+        Bias level (adu) of each amplifier in this exposure, in `matrix` order.
+    gains : sequence of `float`
+        Gain (e-/adu) of each amplifier in this exposure, in `matrix` order.
+    """
+    names = matrix.amp_names
+    n = len(names)
+    shape = arrays[names[0]].shape
+    g = np.asarray(gains, dtype=np.float32)
+    signal = np.empty((n, shape[0] * shape[1]), dtype=np.float32)
+    for k, name in enumerate(names):
+        np.subtract(arrays[name].reshape(-1), np.float32(bias_levels[k]), out=signal[k], dtype=np.float32)
+    signal *= g[:, None]
+    c = np.asarray(matrix.coeffs, dtype=np.float32)
+    c2 = np.asarray(matrix.coeffs_sqr, dtype=np.float32)
+    # ghost[t] = sum_s c[s, t] e_s + c2[s, t] e_s**2: two (n x n) by (n x pixels) products.
+    ghost = np.tensordot(c, signal, axes=([0], [0]))
+    np.square(signal, out=signal)
+    ghost += np.tensordot(c2, signal, axes=([0], [0]))
+    del signal
+    ghost /= g[:, None]
+    for k, name in enumerate(names):
+        out = arrays[name].astype(np.float32)
+        out += ghost[k].reshape(shape)
+        np.clip(out, 0, ADC_MAX, out=out)
+        np.rint(out, out=out)
+        arrays[name] = out.astype(np.int32)
