@@ -9,14 +9,16 @@ measured LSSTCam matrices (`lsst.eo.baseline.crosstalk.load_crosstalk`, ratios i
     e_s = (raw_s - bias_s) * g_s                      # source signal, electrons
     raw_t += sum_s (c[s, t] e_s + c2[s, t] e_s**2) / g_t
 
-over the whole raw segment (prescan and overscans carry ~0 signal and get ~0 crosstalk), before the
-final rounding and the ADC range.  ``bias_s`` is the amplifier's bias level of the exposure, so the
-source's row and column patterns and read noise couple too, as they do in the camera.
+over the whole raw segment (prescan and overscans carry ~0 signal and get ~0 crosstalk), on the
+analogue signal, before the ADC range and the rounding (`simulate_amp` with ``digitise=False``):
+ghosts of a fraction of an adu survive in the mean, as in the camera.  ``bias_s`` is the
+amplifier's bias level of the exposure, so the source's row and column patterns and read noise
+couple too, as they do in the camera.
 """
 
 from __future__ import annotations
 
-__all__ = ["inject_crosstalk"]
+__all__ = ["digitise", "inject_crosstalk"]
 
 from collections.abc import MutableMapping, Sequence
 
@@ -37,8 +39,8 @@ def inject_crosstalk(
     Parameters
     ----------
     arrays : mapping [`str`, `numpy.ndarray`]
-        int32 raw arrays of all amplifiers of the CCD by name (same shape), replaced by their
-        crosstalk-affected version.
+        Float32 analogue raw signal (adu) of all amplifiers of the CCD by name (same shape),
+        replaced by their crosstalk-affected, digitised (int32) version.
     matrix : `~lsst.eo.baseline.crosstalk.CrosstalkMatrix`
         Coefficients ``[source, target]`` (electrons) and quadratic terms.
     bias_levels : sequence of `float`
@@ -63,8 +65,13 @@ def inject_crosstalk(
     del signal
     ghost /= g[:, None]
     for k, name in enumerate(names):
-        out = arrays[name].astype(np.float32)
+        out = np.array(arrays[name], dtype=np.float32)
         out += ghost[k].reshape(shape)
-        np.clip(out, 0, ADC_MAX, out=out)
-        np.rint(out, out=out)
-        arrays[name] = out.astype(np.int32)
+        arrays[name] = digitise(out)
+
+
+def digitise(signal: np.ndarray) -> np.ndarray:
+    """The ADC: clip a float32 analogue signal (adu) to the 18-bit range and round to int32 (in place)."""
+    np.clip(signal, 0, ADC_MAX, out=signal)
+    np.rint(signal, out=signal)
+    return signal.astype(np.int32)

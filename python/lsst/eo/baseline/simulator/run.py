@@ -36,7 +36,7 @@ from ..crosstalk import load_crosstalk
 from ..rawdata import RawAmp, RawCcd
 from ..rawio import write_raw
 from ..version import __version__
-from .crosstalk import inject_crosstalk
+from .crosstalk import digitise, inject_crosstalk
 from .headers import primary_header, segment_headers
 from .housekeeping import HOUSEKEEPING_COMMENTS, housekeeping_hdus
 from .model import AmpFixed, make_fixed, simulate_amp
@@ -108,8 +108,9 @@ def simulate_ccd_arrays(
             continue
         fixed = _fixed(truth.det_name, truth.seed, k)
         out[amp.amp] = simulate_amp(
-            amp, ccd.amp(amp.amp), fixed, exposure, states[k], streams[k], ccd.raw_shape
-        )
+            amp, ccd.amp(amp.amp), fixed, exposure, states[k], streams[k], ccd.raw_shape,
+            digitise=not exposure.crosstalk,
+        )  # fmt: skip
     if exposure.crosstalk:
         _add_crosstalk(truth, states, out)
         if amps is not None:
@@ -122,6 +123,8 @@ def _add_crosstalk(truth: DetectorTruth, states: Sequence[ExposureAmpTruth], arr
     """Inject the detector's measured crosstalk matrix into the raw arrays of all its amplifiers."""
     matrix = load_crosstalk(truth.detector)
     if matrix is None:
+        for name, signal in arrays.items():
+            arrays[name] = digitise(signal)
         return
     by_amp = {a.amp: (a.bias_level + s.bias_drift, s.gain) for a, s in zip(truth.amps, states, strict=True)}
     levels, gains = zip(*(by_amp[name] for name in matrix.amp_names), strict=True)
