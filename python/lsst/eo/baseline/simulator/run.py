@@ -301,6 +301,7 @@ class Simulation:
                 "start": self.plan.start.isoformat(),
             },
             "detectors": [d.name for d in self.detectors],
+            "crosstalk": self._crosstalk_record(),
             "units": {
                 "charge": "electron",
                 "rate": "electron/s/pixel",
@@ -323,6 +324,18 @@ class Simulation:
         with open(path, "w") as f:
             yaml.safe_dump(index, f, sort_keys=False)
         return path
+
+    def _crosstalk_record(self) -> dict[str, Any]:
+        """What ``truth.yaml`` says of crosstalk: whether injected, and each detector's matrix."""
+        injected = any(e.crosstalk for e in self.exposures)
+        record: dict[str, Any] = {"injected": injected}
+        if injected:
+            from ..crosstalk import CROSSTALK_FILE
+
+            matrices = {d.name: load_crosstalk(d) for d in self.detectors}
+            record["matrix_file"] = f"lsst.eo.baseline:data/{CROSSTALK_FILE}"
+            record["matrices"] = {name: (m.origin if m else None) for name, m in matrices.items()}
+        return record
 
     def tasks(self, out_dir: str) -> Iterator[tuple[Any, ...]]:
         """Work items ``(det, seed, run, exposure, exposure truth, states, path)``, detector-major.
