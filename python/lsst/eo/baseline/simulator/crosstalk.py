@@ -40,7 +40,8 @@ def inject_crosstalk(
     ----------
     arrays : mapping [`str`, `numpy.ndarray`]
         Float32 analogue raw signal (adu) of all amplifiers of the CCD by name (same shape),
-        replaced by their crosstalk-affected, digitised (int32) version.
+        replaced by their crosstalk-affected, digitised (int32) version (float32 inputs are
+        overwritten in the process).
     matrix : `~lsst.eo.baseline.crosstalk.CrosstalkMatrix`
         Coefficients ``[source, target]`` (electrons) and quadratic terms.
     bias_levels : sequence of `float`
@@ -51,22 +52,25 @@ def inject_crosstalk(
     names = matrix.amp_names
     n = len(names)
     shape = arrays[names[0]].shape
-    g = np.asarray(gains, dtype=np.float32)
-    signal = np.empty((n, shape[0] * shape[1]), dtype=np.float32)
+    g = np.asarray(gains, dtype=np.float64)
+    adu = np.empty((n, shape[0] * shape[1]), dtype=np.float32)
     for k, name in enumerate(names):
-        np.subtract(arrays[name].reshape(-1), np.float32(bias_levels[k]), out=signal[k], dtype=np.float32)
-    signal *= g[:, None]
-    c = np.asarray(matrix.coeffs, dtype=np.float32)
-    c2 = np.asarray(matrix.coeffs_sqr, dtype=np.float32)
-    # ghost[t] = sum_s c[s, t] e_s + c2[s, t] e_s**2: two (n x n) by (n x pixels) products.
-    ghost = np.tensordot(c, signal, axes=([0], [0]))
-    np.square(signal, out=signal)
-    ghost += np.tensordot(c2, signal, axes=([0], [0]))
-    del signal
-    ghost /= g[:, None]
+        np.subtract(arrays[name].reshape(-1), np.float32(bias_levels[k]), out=adu[k], dtype=np.float32)
+    # In adu with the gains folded into the matrices: e_s = adu_s g_s and raw_t += ghost_e / g_t, so
+    # ghost[t] = sum_s (c[s, t] g_s / g_t) adu_s + (c2[s, t] g_s**2 / g_t) adu_s**2: two (n x n) by
+    # (n x pixels) products.
+    lin = (np.asarray(matrix.coeffs) * g[:, None] / g[None, :]).astype(np.float32)
+    sqr = (np.asarray(matrix.coeffs_sqr) * g[:, None] ** 2 / g[None, :]).astype(np.float32)
+    ghost = lin.T @ adu
+    np.square(adu, out=adu)
+    ghost += sqr.T @ adu
+    del adu
     for k, name in enumerate(names):
-        out = np.array(arrays[name], dtype=np.float32)
-        out += ghost[k].reshape(shape)
+        out = np.asarray(arrays[name], dtype=np.float32)
+        if out is arrays[name]:
+            out += ghost[k].reshape(shape)  # the analogue signal is the caller's to overwrite
+        else:
+            out = out + ghost[k].reshape(shape)
         arrays[name] = digitise(out)
 
 
