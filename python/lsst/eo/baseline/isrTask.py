@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = ["AmpIsrResult", "EoIsrConfig", "EoIsrTask"]
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ import numpy as np
 from lsst.pex.config import Config, Field
 from lsst.pipe.base import Task
 
-from .camera import AmpLayout
+from .camera import AmpLayout, DetectorInfo, nominal_amps
+from .crosstalk import crosstalk_subtrahend, load_crosstalk
 from .isr import (
     OverscanResult,
     apply_parallel_overscan,
@@ -25,7 +27,7 @@ from .isr import (
     serial_overscan_noise,
     serial_overscan_rows,
 )
-from .rawdata import RawAmp
+from .rawdata import RawAmp, RawCcd
 
 
 @dataclass
@@ -104,6 +106,16 @@ class EoIsrConfig(Config):
     )
     doDefects = Field[bool](doc="Mask defects passed to run().", default=False)
     doVariance = Field[bool](doc="Compute the variance plane.", default=False)
+    doCrosstalk = Field[bool](
+        doc="Subtract intra-CCD crosstalk with the detector's LSSTCam matrix (all amplifiers of the CCD "
+        "at once: callers use run_ccd or correct_crosstalk).  Off here as in cp_pipe's calibration "
+        "baseline; turned on per pipeline where cp_pipe's LSSTCam ISR has it on.",
+        default=False,
+    )
+    doCrosstalkSquared = Field[bool](
+        doc="Also subtract the quadratic crosstalk term (cp_pipe: final bias/dark/flat only, not the PTC).",
+        default=False,
+    )
 
 
 class EoIsrTask(Task):
@@ -203,6 +215,112 @@ class EoIsrTask(Task):
             serial=serial,
             parallel=parallel,
         )
+
+    @staticmethod
+    def crosstalk_gains(raw: RawCcd) -> dict[str, float]:
+        """Gains (e-/adu) that convert adu images for the crosstalk matrix (its ratios are in e-).
+
+        The camera-model gains: cp_pipe's bootstrap ISR uses the gains stored with its matrices,
+        which are camera-level values too, not the run's PTC.
+        """
+        return {a: v.gain for a, v in nominal_amps(raw.detector.name).items()}
+
+    def correct_crosstalk(
+        self,
+        images: Mapping[str, np.ndarray],
+        detector: DetectorInfo,
+        gains: Mapping[str, float] | None = None,
+        sources: Mapping[str, np.ndarray] | None = None,
+    ) -> bool:
+        """Subtract intra-CCD crosstalk from the data sections of all amplifiers of a CCD (in place).
+
+        cp_pipe's LSSTCam ISR subtracts ``coeffs[s, t] x source`` (electron ratios; gains convert
+        adu) from every target, the source flipped to the target's readout orientation: here every
+        image is already in readout orientation, so the same pixel ``[y, x]`` is used.  ip_isr
+        does it on the whole raw amplifiers between the serial and the parallel overscan
+        corrections; here on the data sections after the per-amplifier steps (the overscans and the
+        bias/dark levels carry no signal: their crosstalk is ~1e-4 of a few adu).
+
+        Parameters
+        ----------
+        images : mapping [`str`, `numpy.ndarray`]
+            Data sections of every amplifier of the CCD by name (readout orientation), as
+            `run_amp` returns them; modified in place.
+        detector : `~lsst.eo.baseline.camera.DetectorInfo`
+            The detector (its matrix, `lsst.eo.baseline.crosstalk.load_crosstalk`).
+        gains : mapping [`str`, `float`], optional
+            Gains (e-/adu) if the images are in adu; `None` for images in electrons.
+        sources : mapping [`str`, `numpy.ndarray`], optional
+            Source images if not ``images`` themselves (e.g. zeros for amplifiers flagged bad, which
+            ip_isr leaves out as sources).
+
+        Returns
+        -------
+        corrected : `bool`
+            False if ``doCrosstalk`` is off or the detector has no matrix.
+        """
+        if not self.config.doCrosstalk:
+            return False
+        matrix = load_crosstalk(detector)
+        if matrix is None:
+            self.log.warning("No crosstalk matrix for detector %s: not corrected", detector.name)
+            return False
+        missing = [a for a in matrix.amp_names if a not in images]
+        if missing:
+            raise ValueError(
+                f"Crosstalk correction of {detector.name} needs every amplifier; missing {missing}"
+            )
+        stack = np.stack([(images if sources is None else sources)[a] for a in matrix.amp_names])
+        bad = ~np.isfinite(stack)
+        if bad.any():
+            stack[bad] = 0.0  # a non-finite source pixel must not poison its targets
+        ghost = crosstalk_subtrahend(stack, matrix, gains, quadratic=self.config.doCrosstalkSquared)
+        for k, a in enumerate(matrix.amp_names):
+            images[a] -= ghost[k]
+        return True
+
+    def run_ccd(
+        self,
+        raw: RawCcd,
+        *,
+        gains: Mapping[str, float] | None = None,
+        bias: Mapping[str, np.ndarray] | None = None,
+        dark: Mapping[str, np.ndarray] | None = None,
+        defects: Mapping[str, np.ndarray] | None = None,
+    ) -> dict[str, AmpIsrResult]:
+        """`run_amp` on every amplifier of ``raw``, then the CCD-level crosstalk correction.
+
+        Parameters
+        ----------
+        raw : `~lsst.eo.baseline.rawdata.RawCcd`
+            Raw exposure (all amplifiers if ``doCrosstalk``).
+        gains : mapping [`str`, `float`], optional
+            Gains by amplifier for ``doApplyGains`` (default 1: adu); in adu, the crosstalk
+            correction converts with `crosstalk_gains`.
+        bias, dark, defects : mapping [`str`, `numpy.ndarray`], optional
+            Per-amplifier calibrations, as for `run_amp`.
+
+        Returns
+        -------
+        results : `dict` [`str`, `AmpIsrResult`]
+            By amplifier name, in ``raw`` order.
+        """
+        results = {
+            a: self.run_amp(
+                raw[a],
+                gain=1.0 if gains is None else gains[a],
+                dark_time=raw.dark_time,
+                bias=None if bias is None else bias[a],
+                dark=None if dark is None else dark[a],
+                defects=None if defects is None else defects[a],
+            )
+            for a in raw
+        }
+        # The variance planes are left as they are: crosstalk moves ~1e-7 of the sources' variance.
+        in_adu = not self.config.doApplyGains
+        xt_gains = (dict(gains) if gains is not None else self.crosstalk_gains(raw)) if in_adu else None
+        self.correct_crosstalk({a: r.image for a, r in results.items()}, raw.detector, xt_gains)
+        return results
 
     def transient_image(self, amp: RawAmp, **kwargs: Any) -> np.ndarray:
         """`image_into` a buffer owned by the task, for callers that measure an image and drop it.

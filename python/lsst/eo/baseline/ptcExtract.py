@@ -248,6 +248,29 @@ class EoPtcExtractTask(PipelineTask):
             defects = [butlerQC.get(r) for r in refs if r is not None]
         butlerQC.put(self.run(handles, detector, bias=bias, defects=defects), outputRefs)
 
+    def _crosstalk_corrected(
+        self, first: Any, second: Any, bias_amps: Any, inherited: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        """ISR of every amplifier of both flats, then the CCD-level crosstalk correction.
+
+        Flagged amplifiers are not crosstalk sources (ip_isr zeroes their rows and columns of the
+        matrix); the gains converting the images to the matrix's electron ratios are the ISR's
+        default gains, as cp_pipe's bootstrap PTC uses the gains stored with its crosstalk calib.
+        """
+        out = []
+        for raw in (first, second):
+            results = {
+                a: self.isr.run_amp(raw[a], bias=None if bias_amps is None else bias_amps[a]) for a in raw
+            }
+            sources = {
+                a: (np.zeros_like(r.image) if inherited.get(a, 0) | raw_amp_flags(raw[a]) else r.image)
+                for a, r in results.items()
+            }
+            images = {a: r.image for a, r in results.items()}
+            self.isr.correct_crosstalk(images, raw.detector, self.isr.crosstalk_gains(raw), sources=sources)
+            out.append(results)
+        return out
+
     def run(
         self,
         raws: Sequence[Any],
@@ -281,8 +304,16 @@ class EoPtcExtractTask(PipelineTask):
         inherited = metadata_amp_flags(bias.metadata) if bias is not None else {}
         rows: list[dict[str, Any]] = []
         amp_names = [a for a in detector.amp_names if not cfg.amps or a in cfg.amps]
-        for group in amp_groups(amp_names, cfg.ampsPerRead):
-            first, second = read_amp_group(raws, group)
+        # Crosstalk correction needs every amplifier of each flat: then one read of the whole CCD.
+        groups = [detector.amp_names] if cfg.isr.doCrosstalk else amp_groups(amp_names, cfg.ampsPerRead)
+        for read in groups:
+            first, second = read_amp_group(raws, read)
+            group = [a for a in read if a in amp_names]
+            by_ccd = (
+                self._crosstalk_corrected(first, second, bias_amps, inherited)
+                if cfg.isr.doCrosstalk
+                else None
+            )
             ids = [exposure_id_of(h, r) for h, r in zip(raws, (first, second), strict=True)]
             exptime = first.exposure_time
             flux = [r.header.get("CCOBFLUX") for r in (first, second)]
@@ -299,10 +330,14 @@ class EoPtcExtractTask(PipelineTask):
                     epers = [{"serial_eper": np.nan, "parallel_eper": np.nan}]
                     eo = EoRowMeansPair(np.nan, np.nan, np.nan, np.nan, layouts[amp].bbox.x.size)
                 else:
-                    isr = [
-                        self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
-                        for r in (first, second)
-                    ]
+                    isr = (
+                        [
+                            self.isr.run_amp(r[amp], bias=None if bias_amps is None else bias_amps[amp])
+                            for r in (first, second)
+                        ]
+                        if by_ccd is None
+                        else [e[amp] for e in by_ccd]
+                    )
                     rn = tuple(i.read_noise_adu for i in isr)
                     m = measure_pair(
                         isr[0].image,

@@ -301,6 +301,7 @@ def simulate_amp(
     state: ExposureAmpTruth,
     rng: np.random.Generator,
     raw_shape: tuple[int, int] = (2048, 576),
+    digitise: bool = True,
 ) -> np.ndarray:
     """Simulate one raw amplifier array.
 
@@ -320,11 +321,14 @@ def simulate_amp(
         Random stream of this amplifier and exposure.
     raw_shape : `tuple` [`int`, `int`], optional
         ``(ny, nx)`` of the raw array.
+    digitise : `bool`, optional
+        Clip to the ADC range and round; if False return the float32 analogue signal (adu), for
+        effects that couple amplifiers before the ADC (crosstalk).
 
     Returns
     -------
     raw : `numpy.ndarray`
-        int32 raw array ``[y, x]`` in readout orientation.
+        int32 raw array ``[y, x]`` in readout orientation (float32 if not ``digitise``).
     """
     ys, xs = _data_slices(layout)
     ny, nx = ys.stop - ys.start, xs.stop - xs.start
@@ -383,6 +387,8 @@ def simulate_amp(
     read *= np.float32(amp.read_noise / state.gain)
     out += read
     del read
+    if not digitise:
+        return out
     np.clip(out, 0, ADC_MAX, out=out)
     np.rint(out, out=out)
     return out.astype(np.int32)

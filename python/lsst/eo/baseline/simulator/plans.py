@@ -19,6 +19,7 @@ of unit response)::
       dark_overhead: 0.092          # DARKTIME - EXPTIME of exposures without light
       flat_overhead: 0.5            # DARKTIME - EXPTIME of flats
     defaults: {filter: NONE, led: red}
+    crosstalk: false                # inject intra-CCD crosstalk (default false)
     blocks:
       - name: bias                  # free label (kept in the truth tables)
         imgtype: BIAS               # IMGTYPE header value
@@ -115,6 +116,8 @@ class ExposureSpec:
     stability_phase : `float`
         For GAIN_STABILITY exposures, the fraction of the stability sequence elapsed (0 at the
         first, 1 at the last, linear in time); 0 otherwise.
+    crosstalk : `bool`
+        Inject intra-CCD crosstalk (the plan's ``crosstalk`` key; `lsst.eo.baseline.simulator.crosstalk`).
     """
 
     index: int
@@ -134,6 +137,7 @@ class ExposureSpec:
     seq_num: int
     date_beg: datetime.datetime
     stability_phase: float = 0.0
+    crosstalk: bool = False
 
     @property
     def obs_id(self) -> str:
@@ -378,6 +382,8 @@ def load_plan(plan: str, max_exposures: int | None = None) -> Plan:
         t0, t1 = stab[0].t_beg, stab[-1].t_beg
         phases = {e.index: (e.t_beg - t0) / (t1 - t0) for e in stab}
         exposures = [replace(e, stability_phase=phases.get(e.index, 0.0)) for e in exposures]
+    if spec.get("crosstalk", False):
+        exposures = [replace(e, crosstalk=True) for e in exposures]
     result = Plan(
         name=str(spec.get("name", os.path.splitext(os.path.basename(path))[0])),
         description=str(spec.get("description", "")).strip(),

@@ -32,9 +32,11 @@ from lsst.images import Image
 from lsst.utils.logging import getLogger
 
 from ..camera import DetectorInfo, get_camera
+from ..crosstalk import load_crosstalk
 from ..rawdata import RawAmp, RawCcd
 from ..rawio import write_raw
 from ..version import __version__
+from .crosstalk import digitise, inject_crosstalk
 from .headers import primary_header, segment_headers
 from .housekeeping import HOUSEKEEPING_COMMENTS, housekeeping_hdus
 from .model import AmpFixed, make_fixed, simulate_amp
@@ -77,7 +79,9 @@ def simulate_ccd_arrays(
 ) -> dict[str, np.ndarray]:
     """Simulate the raw arrays of one CCD exposure (all or some amplifiers).
 
-    The array of an amplifier is the same whether it is simulated alone or with the others.
+    The array of an amplifier is the same whether it is simulated alone or with the others: with
+    crosstalk (``exposure.crosstalk``) every amplifier is simulated, as each one's crosstalk comes
+    from all the others.
 
     Parameters
     ----------
@@ -96,7 +100,7 @@ def simulate_ccd_arrays(
         int32 raw arrays by amplifier name, in HDU order.
     """
     ccd = truth.detector.ccd_type
-    wanted = set(ccd.amp_names if amps is None else amps)
+    wanted = set(ccd.amp_names if amps is None or exposure.crosstalk else amps)
     streams = _pixel_streams(truth.seed, truth.det_id, exposure, len(truth.amps))
     out: dict[str, np.ndarray] = {}
     for k, amp in enumerate(truth.amps):
@@ -104,9 +108,27 @@ def simulate_ccd_arrays(
             continue
         fixed = _fixed(truth.det_name, truth.seed, k)
         out[amp.amp] = simulate_amp(
-            amp, ccd.amp(amp.amp), fixed, exposure, states[k], streams[k], ccd.raw_shape
-        )
+            amp, ccd.amp(amp.amp), fixed, exposure, states[k], streams[k], ccd.raw_shape,
+            digitise=not exposure.crosstalk,
+        )  # fmt: skip
+    if exposure.crosstalk:
+        _add_crosstalk(truth, states, out)
+        if amps is not None:
+            keep = set(amps)
+            out = {a: v for a, v in out.items() if a in keep}
     return out
+
+
+def _add_crosstalk(truth: DetectorTruth, states: Sequence[ExposureAmpTruth], arrays: dict) -> None:
+    """Inject the detector's measured crosstalk matrix into the raw arrays of all its amplifiers."""
+    matrix = load_crosstalk(truth.detector)
+    if matrix is None:
+        for name, signal in arrays.items():
+            arrays[name] = digitise(signal)
+        return
+    by_amp = {a.amp: (a.bias_level + s.bias_drift, s.gain) for a, s in zip(truth.amps, states, strict=True)}
+    levels, gains = zip(*(by_amp[name] for name in matrix.amp_names), strict=True)
+    inject_crosstalk(arrays, matrix, levels, gains)
 
 
 def _raw_relpath(det_name: str, exposure: ExposureSpec) -> str:
@@ -279,6 +301,7 @@ class Simulation:
                 "start": self.plan.start.isoformat(),
             },
             "detectors": [d.name for d in self.detectors],
+            "crosstalk": self._crosstalk_record(),
             "units": {
                 "charge": "electron",
                 "rate": "electron/s/pixel",
@@ -301,6 +324,18 @@ class Simulation:
         with open(path, "w") as f:
             yaml.safe_dump(index, f, sort_keys=False)
         return path
+
+    def _crosstalk_record(self) -> dict[str, Any]:
+        """What ``truth.yaml`` says of crosstalk: whether injected, and each detector's matrix."""
+        injected = any(e.crosstalk for e in self.exposures)
+        record: dict[str, Any] = {"injected": injected}
+        if injected:
+            from ..crosstalk import CROSSTALK_FILE
+
+            matrices = {d.name: load_crosstalk(d) for d in self.detectors}
+            record["matrix_file"] = f"lsst.eo.baseline:data/{CROSSTALK_FILE}"
+            record["matrices"] = {name: (m.origin if m else None) for name, m in matrices.items()}
+        return record
 
     def tasks(self, out_dir: str) -> Iterator[tuple[Any, ...]]:
         """Work items ``(det, seed, run, exposure, exposure truth, states, path)``, detector-major.
