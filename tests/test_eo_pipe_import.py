@@ -68,8 +68,8 @@ def test_mapping_units_and_signs_by_hand():
     g_cam = nominal_amps("R22_S11")["C10"].gain
     assert row["ptc_a00"] == pytest.approx(3.0e-6)  # eo_pipe's -a00 is our ptc_a00 sign: unchanged
     assert row["ptc_turnoff"] == pytest.approx(100000.0 * 1.5)  # adu x PTC gain -> e-
-    assert row["read_noise"] == pytest.approx(5.0 * g_cam)  # median over exposures, adu -> e- (camera gain)
-    assert row["dark_current_95"] == pytest.approx(0.02 / 1.5 * g_cam)  # PTC-gain e-/s -> camera-gain e-/s
+    assert row["read_noise"] == pytest.approx(5.0 * 1.5)  # median over exposures, adu x PTC gain -> e-
+    assert row["dark_current_95"] == pytest.approx(0.02)  # PTC-gain e-/s on both sides: unchanged
     assert row["serial_cti"] == pytest.approx(2e-7) and row["parallel_cti"] == pytest.approx(1e-7)
     assert row["row_means_variance"] == pytest.approx(1.05)  # integer det_name understood
     ny, nx = E2V.ccd_type.data_shape
@@ -77,8 +77,15 @@ def test_mapping_units_and_signs_by_hand():
     assert row["total_defect_fraction"] == pytest.approx((10 + ny + 100) / (nx * ny))
     assert row["bias_drift"] == pytest.approx(2.0)  # 0.5 adu/h over 4 h
     notes = s.meta["DEFINITION_NOTES"]
-    assert {"ptc_gain", "ptc_turnoff", "row_means_variance", "bias_drift"} <= set(notes)
-    assert "read_noise" not in notes and "ptc_a00" not in notes and "dark_current_95" not in notes
+    assert {"bias_drift", "bias_scatter"} <= set(notes)
+    for same in ("read_noise", "ptc_a00", "dark_current_95", "ptc_gain", "ptc_turnoff", "row_means_variance"):
+        assert same not in notes, same
+    # Without a ptc_summary the read noise falls back to the camera-model gains, with a note.
+    tables = _fixtures()
+    del tables["ptc_summary"]
+    s2 = eo_pipe_summary(tables)
+    row2 = s2[(s2["det_name"] == "R22_S11") & (s2["amp"] == "C10")][0]
+    assert row2["read_noise"] == pytest.approx(5.0 * g_cam) and "read_noise" in s2.meta["DEFINITION_NOTES"]
     itl = s[(s["det_name"] == "R01_S01") & (s["amp"] == "C10")][0]
     assert itl["ptc_turnoff"] == pytest.approx(170000.0) and np.isnan(itl["read_noise"])
 
@@ -95,9 +102,8 @@ def test_missing_columns_wrong_units_and_duplicates_are_named():
     tables = _fixtures()
     tables["dark_current_stats"]["dark_current_95"].unit = u.electron / u.hour  # convertible
     s = eo_pipe_summary(tables)
-    g_cam = nominal_amps("R22_S11")["C10"].gain
     c10 = (s["amp"] == "C10") & (s["det_name"] == "R22_S11")
-    assert s["dark_current_95"][c10][0] == pytest.approx(0.02 / 3600 / 1.5 * g_cam)
+    assert s["dark_current_95"][c10][0] == pytest.approx(0.02 / 3600)
     tables = _fixtures()
     tables["eo_read_noise"]["read_noise"].unit = u.electron  # apply_gains=True: already e-
     s = eo_pipe_summary(tables)
@@ -127,15 +133,21 @@ def test_import_command_and_comparison_with_notes(tmp_path):
     out = tmp_path / "run5"
     result = CliRunner().invoke(main, ["import-eo-pipe", str(src), "--out", str(out), "--run", "13391"])
     assert result.exit_code == 0, result.output
-    assert "ptc_gain: definition differs" in result.output
+    assert "bias_drift: definition differs" in result.output
     imported = read_summary_file(str(out) + ".parquet")
     assert imported.meta["SUMMARY_SOURCE"] == "eo_pipe" and imported.meta["ACQUISITION_RUN"] == "13391"
     ours = imported.copy()
     ours.meta = {"SUMMARY_SOURCE": "eo_baseline"}
     ours["ptc_gain"] *= 1.5
     ours["ptc_noise"][0] *= 1.5
-    c = compare_runs({"eo_pipe": imported, "ours": ours}, [METRICS["ptc_gain"], METRICS["ptc_noise"]])
-    assert "ours" not in c["metrics"]["ptc_gain"]["changes"] and c["metrics"]["ptc_gain"]["notes"]
+    ours["bias_drift"] *= 3.0
+    c = compare_runs(
+        {"eo_pipe": imported, "ours": ours},
+        [METRICS["ptc_gain"], METRICS["ptc_noise"], METRICS["bias_drift"]],
+    )
+    # ptc_gain is eo_pipe's definition on both sides (ratio-adjusted): a 50% change is flagged everywhere.
+    assert len(c["metrics"]["ptc_gain"]["exceeds"]["ours"]) == 32
+    assert "ours" not in c["metrics"]["bias_drift"]["changes"] and c["metrics"]["bias_drift"]["notes"]
     assert c["metrics"]["ptc_noise"]["exceeds"]["ours"] == ["R01_S01 C10"]  # row 0: lowest detector id
 
 

@@ -104,11 +104,6 @@ class EoPipeMetric:
     note: str = ""
 
 
-_GAIN_RATIO = (
-    "eo_pipe's ptc_gain is cp_pipe's ratio-adjusted gain; ours is the unadjusted fit gain "
-    "(up to ~5% per amplifier, doc/conformance.rst 'PTC gain')"
-)
-
 EO_PIPE_METRICS: tuple[EoPipeMetric, ...] = (
     EoPipeMetric("read_noise", "eo_read_noise", "read_noise"),
     EoPipeMetric("dark_current_95", "dark_current_stats", "dark_current_95"),
@@ -121,19 +116,16 @@ EO_PIPE_METRICS: tuple[EoPipeMetric, ...] = (
     EoPipeMetric("parallel_cti", "eper_stats", "pcti"),
     # Both ptc_a00 are -a00 (positive for normal devices): no sign change.
     EoPipeMetric("ptc_a00", "ptc_summary", "ptc_a00"),
-    EoPipeMetric("ptc_gain", "ptc_summary", "ptc_gain", note=_GAIN_RATIO),
+    EoPipeMetric("ptc_gain", "ptc_summary", "ptc_gain"),
     EoPipeMetric("ptc_noise", "ptc_summary", "ptc_noise"),
-    EoPipeMetric("ptc_turnoff", "ptc_summary", "ptc_turnoff",
-                 note="adu converted to e- with eo_pipe's ratio-adjusted gain; ours with the unadjusted "
-                      "fit gain"),
+    # adu, converted to e- below with eo_pipe's (ratio-adjusted) ptc_gain, as ours.
+    EoPipeMetric("ptc_turnoff", "ptc_summary", "ptc_turnoff"),
     EoPipeMetric("linearity_turnoff", "linearity_results", "linearity_turnoff"),
     EoPipeMetric("max_frac_dev", "linearity_results", "max_frac_dev"),
     EoPipeMetric("max_observed_signal", "linearity_results", "max_observed_signal"),
     EoPipeMetric("bf_slope_x", "bf_stats", "bf_slope_x"),
     EoPipeMetric("bf_slope_y", "bf_stats", "bf_slope_y"),
-    EoPipeMetric("row_means_variance", "row_means_variance_stats", "slope",
-                 note="not yet conforming: our per-pair row-means variance comes from the PTC extraction "
-                      "(doc/conformance.rst 'Row-means variance')"),
+    EoPipeMetric("row_means_variance", "row_means_variance_stats", "slope"),
     EoPipeMetric("divisadero", "divisadero_stats", "divisadero_tearing"),
 )  # fmt: skip
 """The direct mappings (one eo_pipe column per metric)."""
@@ -276,24 +268,16 @@ def eo_pipe_summary(
             notes[m.metric] = m.note
     ptc_gain = values.get("ptc_gain", {})
     if "read_noise" in values and read_noise_unit == "adu":
-        values["read_noise"] = {
-            k: v * nominal_amps(camera[k[0]].name)[k[1]].gain for k, v in values["read_noise"].items()
-        }
-    for name in ("dark_current_95", "dark_current_median"):
-        if name not in values:
-            continue
-        # eo_pipe's dark is in e- through the PTC gains (cpDark); ours through the camera gains.
-        if ptc_gain:
-            values[name] = {
-                k: v * nominal_amps(camera[k[0]].name)[k[1]].gain / ptc_gain[k]
-                if np.isfinite(ptc_gain.get(k, np.nan))
-                else np.nan
-                for k, v in values[name].items()
-            }
-        else:
-            notes[name] = (
-                "eo_pipe's e-/s use the PTC gains, ours the camera-model gains (no ptc_summary to convert)"
-            )
+        # Ours is eo_pipe's adu value x the run's PTC gain, the camera-model gain where the PTC has
+        # none (lsst.eo.baseline.runGains); without a ptc_summary every amplifier falls back.
+        def gain(k: tuple[int, str]) -> float:
+            g = ptc_gain.get(k, np.nan)
+            return g if np.isfinite(g) and g > 0 else nominal_amps(camera[k[0]].name)[k[1]].gain
+
+        values["read_noise"] = {k: v * gain(k) for k, v in values["read_noise"].items()}
+        if not ptc_gain:
+            notes["read_noise"] = "no ptc_summary: eo_pipe's adu converted with the camera-model gains"
+    # Dark current: eo_pipe's cpDark is in e- through the PTC gains, as ours (no conversion).
     if "ptc_turnoff" in values:
         values["ptc_turnoff"] = {k: v * ptc_gain.get(k, np.nan) for k, v in values["ptc_turnoff"].items()}
     if "bias_stability_stats" in checked:

@@ -8,6 +8,10 @@ outlier rejection, turnoff and optional roll-off).  Outputs:
   variances, covariances, masks and the fit, in cp_pipe's ``PhotonTransferCurveDataset`` layout;
 * ``eoPtcSummary``: one row per amplifier with gain, noise, a00, turnoff, maximum signal.
 
+In the pipelines these are renamed ``eoPtcUnadjusted`` and ``eoPtcSummaryUnadjusted`` (as cp_pipe's
+``ptcUnadjusted``): `lsst.eo.baseline.ptcAdjustGainRatios` reads them and writes ``eoPtc`` and
+``eoPtcSummary`` with the gain-ratio adjusted gains.  Here ``gain`` = ``gainUnadjusted``.
+
 Linearity: cp_pipe's PTC ISR applies a linearizer measured beforehand (its "linearizer PTC"
 chain).  Here a linearizer is fitted to the same pairs' mean signal versus photodiode charge
 (`lsst.eo.baseline.linearity.fit_linearizer`) and applied to the pair statistics: means through
@@ -496,8 +500,8 @@ class EoPtcSolveTask(PipelineTask):
             if np.isfinite(fit.noise)
             else np.nan
         )
-        # No gain-ratio adjustment (cp_pipe cpPtcAdjustGainRatios) is run: the adjusted gain is the
-        # fit value, like gainUnadjusted.
+        # The gain-ratio adjustment (cp_pipe cpPtcAdjustGainRatios) is the next task
+        # (ptcAdjustGainRatios); until then the gain is the fit value, like gainUnadjusted.
         return (
             amp,
             fit.gain,
