@@ -361,9 +361,10 @@ def test_differences_three_runs_and_sphinx_build(repo, tmp_path):
     assert flagged == {k: changed[k] for k in flagged}
     noise = METRICS["read_noise"]
     final_line = [line for line in lines if line.startswith(f"{noise.label}, Run 7 final against")]
-    assert len(final_line) == 1 and _amps_after(final_line[0], "changed beyond the tolerance") == changed[
-        "exceeds"
-    ]
+    assert (
+        len(final_line) == 1
+        and _amps_after(final_line[0], "changed beyond the tolerance") == changed["exceeds"]
+    )
     missing = [line for line in diff.splitlines() if "are missing from" in line]
     assert missing and all(line.endswith(f"missing from Run 7 initial: {ITL.name} {ITL.amp_names[5]}.")
                            for line in missing)  # fmt: skip
@@ -418,3 +419,19 @@ def test_definition_differences_are_notes(tmp_path):
     assert "read noise in adu, not converted" in note and "not differenced" in note
     assert "measured in both" not in block and "changed beyond" not in block
     assert "eo_pipe run" in _list_tables(block)[f"{METRICS['read_noise'].title}: per vendor, each run"][0]
+
+
+def test_comparison_table_marks_runs_without_values():
+    from lsst.eo.baseline.runCompare import compare_runs
+
+    now = _summary(E2V_NOISE, ITL_NOISE)
+    empty = _summary(E2V_NOISE, ITL_NOISE)
+    empty["read_noise"] = np.nan
+    result = compare_runs({"old": empty, "now": now}, [METRICS["read_noise"], METRICS["ptc_gain"]])
+    header, rows = comparison_table(result["metrics"]["read_noise"], result["labels"])
+    assert header == ["Vendor", "Statistic", "old", "now"]
+    assert [r[1] for r in rows[:5]] == ["Amplifiers", "Median", "5th pct", "95th pct", "Out of requirement"]
+    assert all(r[2] == "--" for r in rows) and rows[0][3] == "16" and rows[9][3] == str((E2V_NOISE > 9).sum())
+    # No requirement: no out-of-requirement row.
+    _, gain_rows = comparison_table(result["metrics"]["ptc_gain"], result["labels"])
+    assert [r[1] for r in gain_rows] == ["Amplifiers", "Median", "5th pct", "95th pct"] * 2
