@@ -175,6 +175,11 @@ def report_cmd(repo, collections, compare, reference, label, out_dir, specs, tit
         if name in runs:
             raise click.BadParameter(f"run label {name!r} given twice", param_hint="--compare")
         runs[name] = source
+    this_run = label or collections
+    if reference is not None and reference not in runs and reference != this_run:
+        raise click.BadParameter(
+            f"no --compare run (nor this run) is labelled {reference!r}", param_hint="--reference"
+        )
     collections = collections.split(",") if "," in collections else collections
     if fmt == "technote":
         from .technote import build_technote
