@@ -387,7 +387,7 @@ def test_differences_three_runs_and_sphinx_build(repo, tmp_path):
     block = diff.split(f".. rubric:: {noise.title}")[1]
     assert f"Requirement: <= 9 e-; source: {noise.spec_source}." in block
     gain = METRICS["ptc_gain"]
-    assert f"Requirement: N{gain.spec_source[1:]}." in diff.split(f".. rubric:: {gain.title}")[1]
+    assert f"\n\nN{gain.spec_source[1:]}.\n" in diff.split(f".. rubric:: {gain.title}")[1]
     for kind in ("Diff", "DiffHist"):
         for lb in ("Run_7_initial", "Run_7_final"):
             assert f".. figure:: figures/{mosaic_dataset_name('read_noise', kind)}_{lb}.png" in block

@@ -924,7 +924,7 @@ def _differences(doc: _Rst, comparison: Mapping[str, Any] | None, images: _Image
             continue
         n_shown += 1
         doc.rubric(_esc(m.title))
-        doc.paragraph("Requirement: " + (_requirement(m) if m.has_requirement else _no_requirement(m)) + ".")
+        doc.paragraph(("Requirement: " + _requirement(m) if m.has_requirement else _no_requirement(m)) + ".")
         header, rows = comparison_table(entry, labels)
         doc.table(f"{_esc(m.title)}: per vendor, each run", header, rows)
         differences, notes = comparison_sentences(entry, ref)
