@@ -22,6 +22,7 @@ from lsst.eo.baseline.technote import (
     acquisition_runs_of,
     background_table,
     build_technote,
+    comparison_table,
     exposure_census,
     flat_pair_density,
     metric_paragraph,
@@ -103,16 +104,17 @@ def test_metric_paragraph_states_the_numbers():
     assert float(found[4]) == pytest.approx(np.percentile(ITL_NOISE, 95), rel=1e-3)
     assert float(found[5]) == pytest.approx(np.median(E2V_NOISE), rel=1e-3) and int(found[6]) == 16
     failing = [f"R22_S11 {a}" for a, v in zip(E2V.amp_names, E2V_NOISE, strict=True) if v > 9.0]
-    count = re.search(
-        r"(\d+) of the (\d+) measured amplifiers fail the requirement \(<= 9 e-\): (.*)\.$", text
-    )
+    count = re.search(r"(\d+) of the (\d+) measured amplifiers fail the requirement \((.*?)\): (.*)\.$", text)
     assert count, text
     assert int(count[1]) == len(failing) and int(count[2]) == 32
-    assert count[3].split(", ") == failing
-    # No requirement: said so, no count.
+    assert count[4].split(", ") == failing
+    # The requirement is stated with its source (data/metrics.yaml spec.source).
+    assert count[3] == f"<= 9 e-; source: {m.spec_source}"
+    # No requirement: said so, with the source's words, and no count.
     g = METRICS["ptc_gain"]
+    assert g.spec_source.startswith("no requirement")
     gain_text = metric_paragraph(g, metric_statistics(summary, g))
-    assert "No requirement is set" in gain_text and "fail" not in gain_text
+    assert gain_text.endswith(" N" + g.spec_source[1:] + ".") and "fail" not in gain_text
     # Every amp within the requirement; a metric with no data.
     ok = _summary(ITL_NOISE, ITL_NOISE)
     assert "All 32 measured amplifiers meet the requirement" in metric_paragraph(m, metric_statistics(ok, m))
@@ -133,8 +135,11 @@ def test_metric_table_rows():
     assert all(len(r) == len(METRIC_TABLE_HEADER) for r in rows)
     itl, e2v, cti = rows
     assert itl[1] == "ITL" and float(itl[3]) == pytest.approx(np.median(ITL_NOISE), rel=1e-3)
-    assert e2v[1] == "e2v" and int(e2v[7]) == int((E2V_NOISE > 9).sum()) and itl[7] == "0"
-    assert cti[2] == "0" and cti[3] == "--"
+    assert e2v[1] == "e2v" and int(e2v[8]) == int((E2V_NOISE > 9).sum()) and itl[8] == "0"
+    assert itl[6] == "<= 9" and itl[7] == METRICS["read_noise"].spec_source
+    assert cti[2] == "0" and cti[3] == "--" and cti[7] == METRICS["serial_cti"].spec_source
+    gain = metric_table(_summary(E2V_NOISE, ITL_NOISE), [METRICS["ptc_gain"]])[0]
+    assert gain[6] == "none" and gain[7] == METRICS["ptc_gain"].spec_source and gain[8] == "--"
 
 
 def test_flat_pair_density_by_hand():
@@ -267,3 +272,166 @@ def test_metric_entries_parse_whole():
         stray = [k for k in entry if not str(k).isidentifier()]
         assert not stray, (name, stray)
         assert entry["label"].count("(") == entry["label"].count(")"), name
+
+
+def _list_tables(text):
+    """``{caption: rows}`` of the list-tables of a reStructuredText text (cells as written)."""
+    tables, caption, rows = {}, None, []
+    for line in text.splitlines() + [""]:
+        if line.startswith(".. list-table:: "):
+            caption, rows = line[len(".. list-table:: ") :], []
+        elif caption is not None and line.startswith("   * - "):
+            rows.append([line[len("   * - ") :]])
+        elif caption is not None and line.startswith("     - "):
+            rows[-1].append(line[len("     - ") :])
+        elif caption is not None and rows and not line.strip():
+            tables[caption], caption = rows, None
+    return tables
+
+
+def _three_runs():
+    """Run 6, Run 7 initial and this run (Run 7 final), with known changes of read noise."""
+    run6 = _summary(E2V_NOISE, ITL_NOISE)
+    # Within the 5% tolerance everywhere, and no amplifier crosses 9 e-; one amp not measured.
+    initial = _summary(E2V_NOISE * 0.995, ITL_NOISE * 0.995)
+    col = initial["read_noise"]
+    lost = (initial["det_name"] == ITL.name) & (initial["amp"] == ITL.amp_names[5])
+    col[lost] = np.nan
+    final = _summary(E2V_NOISE, ITL_NOISE)
+    values = final["read_noise"]
+
+    def at(det, i):
+        return (final["det_name"] == det.name) & (final["amp"] == det.amp_names[i])
+
+    values[at(ITL, 0)] = 9.5  # 4.0 -> 9.5: beyond tolerance and newly out of requirement
+    values[at(E2V, 15)] = 8.0  # 11.0 -> 8.0: beyond tolerance and back within requirement
+    values[at(E2V, 3)] *= 1.2  # 6.2 -> 7.44: beyond tolerance, within requirement in both
+    changed = {
+        "exceeds": {f"{ITL.name} {ITL.amp_names[0]}", f"{E2V.name} {E2V.amp_names[3]}",
+                    f"{E2V.name} {E2V.amp_names[15]}"},
+        "newly_out": {f"{ITL.name} {ITL.amp_names[0]}"},
+        "back_in": {f"{E2V.name} {E2V.amp_names[15]}"},
+        "missing": {f"{ITL.name} {ITL.amp_names[5]}"},
+    }  # fmt: skip
+    return {"Run 6": run6, "Run 7 initial": initial}, final, changed
+
+
+def _amps_after(text, what):
+    """Amplifier names listed after ``N amplifier(s) WHAT: ...`` in a sentence (empty if 0 or absent).
+
+    Sentences of a metric without requirement have no newly-out / back-in counts.
+    """
+    found = re.search(rf"(\d+) amplifier\(s\) {what}(?:: (.*?))?\.(?: \d|$)", text)
+    if found is None:
+        assert "requirement" in what, (what, text)
+        return set()
+    names = set(found[2].split(", ")) if found[2] else set()
+    assert len(names) == int(found[1])
+    return names
+
+
+def test_differences_three_runs_and_sphinx_build(repo, tmp_path):
+    previous, final, changed = _three_runs()
+    out = str(tmp_path / "note")
+    result = build_technote(
+        repo,
+        "LSSTCam/raw/all",
+        out,
+        compare=previous,
+        summary=final,
+        label="Run 7 final",
+        acquisition_runs=["13600", "13601"],
+    )
+    text = open(result.index).read()
+    assert rst_headings(text) == rst_headings(open(SKELETON).read())
+    diff = text.split("\nDifferences from previous runs\n")[-1]
+    labels = ["Run 6", "Run 7 initial", "Run 7 final"]
+    assert result.comparison["labels"] == labels and result.comparison["reference"] == "Run 6"
+
+    # Every amplifier flagged anywhere in the section, over every metric: exactly the changed ones.
+    lines = [line for line in diff.splitlines() if " against Run 6: " in line]
+    flagged = {
+        key: set().union(*(_amps_after(line, what) for line in lines))
+        for key, what in (
+            ("exceeds", "changed beyond the tolerance"),
+            ("newly_out", "newly out of requirement"),
+            ("back_in", "back within requirement"),
+        )
+    }
+    assert flagged == {k: changed[k] for k in flagged}
+    noise = METRICS["read_noise"]
+    final_line = [line for line in lines if line.startswith(f"{noise.label}, Run 7 final against")]
+    assert (
+        len(final_line) == 1
+        and _amps_after(final_line[0], "changed beyond the tolerance") == changed["exceeds"]
+    )
+    missing = [line for line in diff.splitlines() if "are missing from" in line]
+    assert missing and all(line.endswith(f"missing from Run 7 initial: {ITL.name} {ITL.amp_names[5]}.")
+                           for line in missing)  # fmt: skip
+
+    # The side-by-side table: numpy percentiles of each run, per vendor.
+    table = _list_tables(diff)[f"{noise.title}: per vendor, each run"]
+    assert table[0] == ["Vendor", "Statistic", *labels]
+    cells = {(r[0], r[1]): r[2:] for r in table[1:]}
+    runs = {**previous, "Run 7 final": final}
+    for vendor, name in (("ITL", "ITL"), ("E2V", "e2v")):
+        for i, lb in enumerate(labels):
+            t = runs[lb]
+            v = np.asarray(t["read_noise"], dtype=float)[np.asarray(t["vendor"]) == vendor]
+            v = v[np.isfinite(v)]
+            assert int(cells[(name, "Amplifiers")][i]) == len(v)
+            for stat, q in (("Median", 50), ("5th pct", 5), ("95th pct", 95)):
+                assert float(cells[(name, stat)][i]) == pytest.approx(np.percentile(v, q), rel=1e-3)
+            assert int(cells[(name, "Out of requirement")][i]) == int((v > 9.0).sum())
+    # The requirement and its source, and the figures (difference maps, histograms, trend).
+    block = diff.split(f".. rubric:: {noise.title}")[1]
+    assert f"Requirement: <= 9 e-; source: {noise.spec_source}." in block
+    gain = METRICS["ptc_gain"]
+    assert f"\n\nN{gain.spec_source[1:]}.\n" in diff.split(f".. rubric:: {gain.title}")[1]
+    for kind in ("Diff", "DiffHist"):
+        for lb in ("Run_7_initial", "Run_7_final"):
+            assert f".. figure:: figures/{mosaic_dataset_name('read_noise', kind)}_{lb}.png" in block
+    assert f".. figure:: figures/{mosaic_dataset_name('read_noise', 'Trend')}.png" in block
+    assert result.n_figures == len(os.listdir(os.path.join(out, "figures")))
+
+    sphinx = os.path.join(os.path.dirname(sys.executable), "sphinx-build")
+    run = subprocess.run(
+        [sphinx, "-W", "--keep-going", "-q", "-b", "html", ".", "_build/html"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_definition_differences_are_notes(tmp_path):
+    """A run whose metric is defined differently is shown side by side, with a note, not differenced."""
+    other = _summary(E2V_NOISE + 3.0, ITL_NOISE + 3.0)
+    other.meta["SUMMARY_SOURCE"] = "eo_pipe"
+    other.meta["DEFINITION_NOTES"] = {"read_noise": "read noise in adu, not converted"}
+    summary = _summary(E2V_NOISE, ITL_NOISE)
+    result = build_technote(None, "u/eo/now", str(tmp_path / "note"), compare={"eo_pipe run": other},
+                            summary=summary)  # fmt: skip
+    diff = open(result.index).read().split("\nDifferences from previous runs\n")[-1]
+    block = diff.split(f".. rubric:: {METRICS['read_noise'].title}")[1].split(".. rubric::")[0]
+    note = block.split(".. note::\n\n   ")[1].splitlines()[0]
+    assert "read noise in adu, not converted" in note and "not differenced" in note
+    assert "measured in both" not in block and "changed beyond" not in block
+    assert "eo_pipe run" in _list_tables(block)[f"{METRICS['read_noise'].title}: per vendor, each run"][0]
+
+
+def test_comparison_table_marks_runs_without_values():
+    from lsst.eo.baseline.runCompare import compare_runs
+
+    now = _summary(E2V_NOISE, ITL_NOISE)
+    empty = _summary(E2V_NOISE, ITL_NOISE)
+    empty["read_noise"] = np.nan
+    result = compare_runs({"old": empty, "now": now}, [METRICS["read_noise"], METRICS["ptc_gain"]])
+    header, rows = comparison_table(result["metrics"]["read_noise"], result["labels"])
+    assert header == ["Vendor", "Statistic", "old", "now"]
+    assert [r[1] for r in rows[:5]] == ["Amplifiers", "Median", "5th pct", "95th pct", "Out of requirement"]
+    assert all(r[2] == "--" for r in rows) and rows[0][3] == "16" and rows[9][3] == str((E2V_NOISE > 9).sum())
+    # No requirement: no out-of-requirement row.
+    _, gain_rows = comparison_table(result["metrics"]["ptc_gain"], result["labels"])
+    assert [r[1] for r in gain_rows] == ["Amplifiers", "Median", "5th pct", "95th pct"] * 2

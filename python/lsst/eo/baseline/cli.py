@@ -175,29 +175,25 @@ def report_cmd(repo, collections, compare, reference, label, out_dir, specs, tit
         if name in runs:
             raise click.BadParameter(f"run label {name!r} given twice", param_hint="--compare")
         runs[name] = source
+    this_run = label or collections
+    if reference is not None and reference not in runs and reference != this_run:
+        raise click.BadParameter(
+            f"no --compare run (nor this run) is labelled {reference!r}", param_hint="--reference"
+        )
     collections = collections.split(",") if "," in collections else collections
     if fmt == "technote":
-        from .runCompare import load_source, resolve_source
         from .technote import build_technote
 
-        # The technote's "Differences" section compares with one run: the reference.
-        previous = ref_label = None
-        if runs:
-            ref_label = reference if reference is not None else next(iter(runs))
-            if ref_label not in runs:
-                raise click.BadParameter(
-                    f"no --compare run is labelled {ref_label!r}", param_hint="--reference"
-                )
-            previous = load_source(resolve_source(ref_label, runs[ref_label]), repo)
         acq = [r for r in acquisition_runs.split(",") if r] if acquisition_runs else None
         note = build_technote(
             repo,
             collections,
             out_dir,
-            compare=ref_label,
+            compare=runs or None,
             specs=specs,
-            previous=previous,
             acquisition_runs=acq,
+            reference=reference,
+            label=label,
         )
         click.echo(
             f"Technote: {note.index} ({note.n_figures} figures, {note.figure_bytes / 1e6:.1f} MB); "

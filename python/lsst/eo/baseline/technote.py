@@ -12,11 +12,16 @@ headings stay the skeleton's.
 
 The Background section counts the exposures of each kind in each acquisition run from the run's
 exposure records in the butler registry, and how densely the flat pairs sample the illumination.
-The "Differences from previous runs" section goes through `comparison_data`, an adapter over
-`lsst.eo.baseline.report.compare_summaries`.
+The "Differences from previous runs" section renders `lsst.eo.baseline.runCompare.compare_runs`
+over every ``--compare`` run and this one, as the HTML report does: per metric, the per-vendor
+median and 5th/95th percentiles of each run side by side (the SITCOMTN-148 layout), the amplifiers
+beyond the tolerance, newly out of requirement, back within it or missing from a run, definition
+differences as notes, the difference maps and histograms and, with three runs or more, the trend.
+Requirements are stated with their source (``spec.source`` of data/metrics.yaml).
 
 The prose and table builders are pure functions of tables (`metric_paragraph`, `metric_table`,
-`exposure_census`, `flat_pair_density`, `background_table`, `comparison_data`).
+`exposure_census`, `flat_pair_density`, `background_table`, `comparison_table`,
+`comparison_sentences`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ __all__ = [
     "acquisition_runs_of",
     "background_table",
     "build_technote",
-    "comparison_data",
+    "comparison_sentences",
+    "comparison_table",
     "exposure_census",
     "exposure_kind",
     "flat_pair_density",
@@ -61,12 +67,12 @@ from .report import (
     VENDORS,
     _fmt,
     _Images,
-    compare_summaries,
     flagged_amplifiers,
     load_run_summary,
     load_step_record,
     metric_statistics,
 )
+from .runCompare import compare_runs, load_runs
 
 _LOG = getLogger(__name__)
 
@@ -158,6 +164,9 @@ class TechnoteResult:
         Metrics without any value in the run.
     runs : `list` [`str`]
         Acquisition runs of the Background table.
+    comparison : `dict` or `None`
+        The multi-run comparison of "Differences from previous runs"
+        (`lsst.eo.baseline.runCompare.compare_runs`), if any.
     """
 
     directory: str
@@ -166,6 +175,7 @@ class TechnoteResult:
     figure_bytes: int = 0
     missing: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +262,9 @@ class _Rst:
             self.lines += [f"     - {c}" for c in cells[1:]]
         self.lines.append("")
 
+    def note(self, text: str) -> None:
+        self.lines += [".. note::", "", f"   {text}", ""]
+
     def figure(self, path: str, caption: str) -> None:
         self.lines += [
             f".. figure:: {path}",
@@ -308,10 +321,9 @@ def metric_paragraph(metric: MetricSpec, stats: Mapping[str, Any], max_listed: i
                 f"amplifiers (5th to 95th percentile {_esc(_fmt(v['p5']))} to {_esc(_fmt(v['p95']))})"
             )
     text = f"{label}: the median is " + " and ".join(parts) + "."
-    spec = metric.spec_text()
-    if not spec:
-        return text + " No requirement is set for this metric."
-    requirement = _esc(_with_unit(spec, metric))
+    if not metric.has_requirement:
+        return text + " " + _no_requirement(metric) + "."
+    requirement = _requirement(metric)
     bad = list(stats["out_of_spec"])
     if not bad:
         return text + f" All {stats['n_measured']} measured amplifiers meet the requirement ({requirement})."
@@ -324,6 +336,21 @@ def metric_paragraph(metric: MetricSpec, stats: Mapping[str, Any], max_listed: i
     )
 
 
+def _requirement(metric: MetricSpec) -> str:
+    """The threshold with its unit and source, as inline reStructuredText."""
+    source = metric.spec_source or "source not given"
+    return _esc(f"{_with_unit(metric.spec_text(), metric)}; source: {source}")
+
+
+def _no_requirement(metric: MetricSpec) -> str:
+    """The statement that a metric has no requirement, with what data/metrics.yaml says of it."""
+    source = metric.spec_source.strip()
+    if source.lower().startswith("no requirement"):
+        # The source already says so, often with why (e.g. which quantity the requirement bounds).
+        return _esc(source[0].upper() + source[1:])
+    return "No requirement is set for this metric" + (f" ({_esc(source)})" if source else "")
+
+
 METRIC_TABLE_HEADER = (
     "Metric",
     "Vendor",
@@ -332,6 +359,7 @@ METRIC_TABLE_HEADER = (
     "5th pct",
     "95th pct",
     "Requirement",
+    "Source",
     "Failing",
 )
 
@@ -345,9 +373,10 @@ def metric_table(summary: Table, metrics: Sequence[MetricSpec]) -> list[list[str
     rows = []
     for m in metrics:
         st = metric_statistics(summary, m)
-        spec = m.spec_text()
+        spec = m.spec_text() if m.has_requirement else "none"
+        source = m.spec_source or ("source not given" if m.has_requirement else "no requirement")
         if not st["vendors"]:
-            rows.append([m.title, "--", "0", "--", "--", "--", spec or "none", "--"])
+            rows.append([m.title, "--", "0", "--", "--", "--", spec, source, "--"])
         for vendor in VENDORS:
             v = st["vendors"].get(vendor)
             if v is None:
@@ -360,8 +389,9 @@ def metric_table(summary: Table, metrics: Sequence[MetricSpec]) -> list[list[str
                     _fmt(v["median"]),
                     _fmt(v["p5"]),
                     _fmt(v["p95"]),
-                    spec or "none",
-                    str(v["n_out"]) if spec else "--",
+                    spec,
+                    source,
+                    str(v["n_out"]) if m.has_requirement else "--",
                 ]
             )
     return rows
@@ -630,26 +660,111 @@ def _exposure_fluxes(
 # Differences from previous runs
 
 
-def comparison_data(summary: Table, previous: Table, metrics: Sequence[MetricSpec]) -> list[dict[str, Any]]:
-    """The run-to-run comparison as plain data, one entry per metric measured in either run.
+def comparison_table(entry: Mapping[str, Any], labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table of one metric over the runs (the SITCOMTN-148 layout).
 
-    An adapter over `lsst.eo.baseline.report.compare_summaries` (one previous run), so that the
-    technote's section can be switched to a multi-run comparison by changing this function only.
+    Parameters
+    ----------
+    entry : `dict`
+        One metric of `lsst.eo.baseline.runCompare.compare_runs` (its ``stats`` table).
+    labels : sequence [`str`]
+        The runs, in the order of the columns.
 
     Returns
     -------
-    comparison : `list` [`dict`]
-        ``metric`` (`MetricSpec`), ``vendors`` (``{vendor: {n, previous, current,
-        median_diff}}``), ``changed`` (``[(amp, previous, current)]`` beyond tolerance),
-        ``only_current``, ``only_previous`` (amplifier names) and ``diff`` (table of differences
-        or `None`).
+    header, rows : `list` [`str`], `list` [`list` [`str`]]
+        Columns ``Vendor``, ``Statistic`` and one per run; per vendor measured in any run, the rows
+        Amplifiers, Median, 5th pct, 95th pct, and Out of requirement when the metric has one
+        (``--`` where a run has no value).
     """
+    metric = entry["metric"]
+    by_key = {(str(r["vendor"]), str(r["run"])): r for r in entry["stats"]}
+    stats = [("Amplifiers", "n"), ("Median", "median"), ("5th pct", "p5"), ("95th pct", "p95")]
+    if metric.has_requirement:
+        stats.append(("Out of requirement", "n_out"))
+    rows = []
+    for vendor in VENDORS:
+        found = [by_key.get((vendor, lb)) for lb in labels]
+        if not any(r is not None and r["n"] for r in found):
+            continue
+        for name, column in stats:
+            cells = []
+            for r in found:
+                if r is None or not r["n"]:
+                    cells.append("--")
+                elif column in ("n", "n_out"):
+                    cells.append(str(int(r[column])))
+                else:
+                    cells.append(_fmt(float(r[column])))
+            rows.append([_VENDOR_NAMES[vendor], name, *cells])
+    return ["Vendor", "Statistic", *labels], rows
+
+
+_AMP_LISTS = (
+    ("exceeds", "changed beyond the tolerance"),
+    ("newly_out", "newly out of requirement"),
+    ("back_in", "back within requirement"),
+)
+
+
+def _amp_list(names: Sequence[str], max_listed: int = _MAX_LISTED) -> str:
+    listed = ", ".join(names[:max_listed])
+    return listed + (f" and {len(names) - max_listed} more" if len(names) > max_listed else "")
+
+
+def comparison_sentences(
+    entry: Mapping[str, Any], reference: str, max_listed: int = _MAX_LISTED
+) -> tuple[list[str], list[str]]:
+    """What changed in one metric, as sentences, and the notes that are not differences.
+
+    Parameters
+    ----------
+    entry : `dict`
+        One metric of `lsst.eo.baseline.runCompare.compare_runs`.
+    reference : `str`
+        Label of the reference run.
+    max_listed : `int`
+        At most this many amplifiers are named per list (the count is always given).
+
+    Returns
+    -------
+    differences : `list` [`str`]
+        Per run compared with the reference: the number of amplifiers in both and their median
+        change, then the amplifiers beyond the tolerance, newly out of requirement and back
+        within it (named), and per run the amplifiers missing from it.
+    notes : `list` [`str`]
+        Runs without any value, and definition differences (runs shown side by side only).
+    """
+    m = entry["metric"]
+    label = m.label
     out = []
-    for m in metrics:
-        c = compare_summaries(summary, previous, m)
-        if c["vendors"] or c["only_current"] or c["only_previous"]:
-            out.append({"metric": m, **c})
-    return out
+    for run, table in entry["changes"].items():
+        change = np.asarray(table["change"], dtype=np.float64)
+        finite = np.isfinite(change)
+        median = _fmt(float(np.median(change[finite]))) if finite.any() else "--"
+        text = (
+            f"{label}, {run} against {reference}: {len(table)} amplifiers measured in both, median "
+            f"change {_with_unit(median, m)} (tolerance: {m.tolerance_text()})."
+        )
+        for key, what in _AMP_LISTS:
+            amps = entry[key].get(run, [])
+            if key != "exceeds" and not m.has_requirement:
+                continue
+            text += f" {len(amps)} amplifier(s) {what}" + (
+                f": {_amp_list(amps, max_listed)}." if amps else "."
+            )
+        out.append(text)
+    for run, amps in entry["missing"].items():
+        if amps:
+            out.append(
+                f"{label}: {len(amps)} amplifier(s) measured in another run are missing from {run}: "
+                f"{_amp_list(amps, max_listed)}."
+            )
+    notes = []
+    if entry["not_measured"]:
+        notes.append(f"{label}: not measured in {', '.join(entry['not_measured'])}.")
+    notes += [f"{label}: {note} (shown side by side, not differenced)." for note in entry["notes"]]
+    return out, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -775,72 +890,79 @@ def _background(
         )
 
 
-def _differences(
-    doc: _Rst, summary: Table, previous: Table | None, label: str, metrics: Sequence[MetricSpec], images
-) -> None:
-    from .plotting import focal_plane_mosaic
+def _differences(doc: _Rst, comparison: Mapping[str, Any] | None, images: _Images) -> None:
+    """The "Differences from previous runs" section from `compare_runs`' result."""
+    from .plotting import change_histograms, focal_plane_mosaic, trend_figure
 
-    if previous is None:
+    if comparison is None:
         doc.paragraph(
-            "No previous run was given (``eo-baseline report --compare``), so there is nothing to compare."
+            "No previous run was given (``eo-baseline report --compare LABEL=SOURCE``), so there is "
+            "nothing to compare."
         )
         return
-    data = comparison_data(summary, previous, metrics)
+    labels, ref = comparison["labels"], comparison["reference"]
+    provenance = comparison["provenance"]
     doc.paragraph(
-        f"This run compared with {_esc(label)}: per-vendor medians of the amplifiers measured in both "
-        "runs, and the amplifiers whose change exceeds the metric's tolerance (data/metrics.yaml)."
+        "The runs compared, in order: "
+        + _esc("; ".join(f"{lb} ({provenance.get(lb, 'summary table')})" for lb in labels))
+        + f". The reference run is {_esc(ref)}: every change is a run minus {_esc(ref)}, for the "
+        "amplifiers measured in both, matched by detector and amplifier name. For each metric, the "
+        "table gives per vendor the number of amplifiers, the median and the 5th and 95th "
+        "percentiles of each run side by side; then, per run, the amplifiers whose change exceeds "
+        "the metric's tolerance (data/metrics.yaml), those newly out of requirement or back within "
+        "it, and the amplifiers missing from a run."
+        + (
+            " One source is per CCD: the runs are compared per detector, on the defect metrics only."
+            if comparison["level"] == "detector"
+            else ""
+        )
     )
-    rows = []
-    for c in data:
-        m = c["metric"]
-        for vendor in VENDORS:
-            v = c["vendors"].get(vendor)
-            if v is not None:
-                rows.append(
-                    [
-                        m.title,
-                        _VENDOR_NAMES[vendor],
-                        str(v["n"]),
-                        _fmt(v["previous"]),
-                        _fmt(v["current"]),
-                        _fmt(v["median_diff"]),
-                        str(len(c["changed"])),
-                    ]
-                )
-    header = ["Metric", "Vendor", "In both", "Previous median", "Median", "Median change", "Changed"]
-    doc.table("Differences from the previous run", header, rows)
-    for c in data:
-        m = c["metric"]
-        if c["changed"]:
-            listed = ", ".join(f"{n} ({_fmt(a)} to {_fmt(b)})" for n, a, b in c["changed"][:_MAX_LISTED])
-            more = len(c["changed"]) - _MAX_LISTED
-            doc.paragraph(
-                f"{_esc(m.label)}: {len(c['changed'])} amplifier(s) changed beyond the tolerance: "
-                + _esc(listed + (f" and {more} more" if more > 0 else ""))
-                + "."
-            )
-        if c["only_current"] or c["only_previous"]:
-            doc.paragraph(
-                f"{_esc(m.label)}: {len(c['only_current'])} amplifier(s) measured only in this run, "
-                f"{len(c['only_previous'])} only in the previous one."
-            )
-    for c in data:
-        if c["diff"] is not None and len(c["diff"]):
-            m = c["metric"]
-            fig = focal_plane_mosaic(c["diff"], m.name, f"{m.title}: this run - previous", diverging=True)
-            doc.figure(images.draw(fig, f"{mosaic_dataset_name(m.name, 'Diff')}.png"), f"{m.label}: change.")
+    n_shown = 0
+    for name, entry in comparison["metrics"].items():
+        m = entry["metric"]
+        if len(entry["not_measured"]) == len(labels):
+            continue
+        n_shown += 1
+        doc.rubric(_esc(m.title))
+        doc.paragraph(("Requirement: " + _requirement(m) if m.has_requirement else _no_requirement(m)) + ".")
+        header, rows = comparison_table(entry, labels)
+        doc.table(f"{_esc(m.title)}: per vendor, each run", header, rows)
+        differences, notes = comparison_sentences(entry, ref)
+        for text in differences:
+            doc.paragraph(_esc(text))
+        for text in notes:
+            doc.note(_esc(text))
+        for run, table in entry["changes"].items():
+            if not len(table):
+                continue
+            safe = "".join(c if c.isalnum() else "_" for c in run)
+            if comparison["level"] == "amp":
+                fig = focal_plane_mosaic(table, "change", f"{m.title}: {run} - {ref}", diverging=True)
+                path = images.draw(fig, f"{mosaic_dataset_name(name, 'Diff')}_{safe}.png")
+                doc.figure(path, f"{m.label}: change per amplifier, {run} - {ref}.")
+            fig = change_histograms(table, m, f"{m.label}: {run} - {ref}")
+            path = images.draw(fig, f"{mosaic_dataset_name(name, 'DiffHist')}_{safe}.png")
+            doc.figure(path, f"{m.label}: change per vendor, {run} - {ref}.")
+        if len(labels) - len(entry["not_measured"]) >= 3:
+            fig = trend_figure(entry["stats"], m, labels)
+            path = images.draw(fig, f"{mosaic_dataset_name(name, 'Trend')}.png")
+            doc.figure(path, f"{m.label}: per-vendor median and 5th-95th percentile band over the runs.")
+    if not n_shown:
+        doc.paragraph("No metric has a value in any of the runs.")
 
 
 def build_technote(
     repo: str | None,
     collections: str | Sequence[str],
     out_dir: str,
-    compare: str | Sequence[str] | None = None,
+    compare: str | Sequence[str] | Mapping[str, str | Table] | None = None,
     specs: str | None = None,
     summary: Table | None = None,
     previous: Table | None = None,
     acquisition_runs: Sequence[str] | None = None,
     raw_collections: Sequence[str] = ("LSSTCam/raw/all",),
+    reference: str | None = None,
+    label: str | None = None,
 ) -> TechnoteResult:
     """Write the baseline-characterization technote of a run as a technote directory.
 
@@ -852,19 +974,29 @@ def build_technote(
         Collection(s) of the run's outputs (e.g. ``u/eo/13600``).
     out_dir : `str`
         Technote directory (created): ``technote.toml``, ``conf.py``, ``index.rst``, ``figures/``.
-    compare : `str` or sequence, optional
-        Collection(s) of a previous run, for "Differences from previous runs".
+    compare : `str`, sequence or mapping, optional
+        Previous runs for "Differences from previous runs", as `lsst.eo.baseline.report.build_report`
+        takes them: ``{label: source or summary table}`` (a source being a collection of ``repo``,
+        ``REPO_PATH:COLLECTION`` of another repository or an exported summary file),
+        ``LABEL=SOURCE`` strings, or the collection(s) of one previous run
+        (`lsst.eo.baseline.runCompare.load_runs`).  Compared with this run by
+        `lsst.eo.baseline.runCompare.compare_runs`.
     specs : `str`, optional
         YAML overriding specifications/tolerances.
     summary : `astropy.table.Table`, optional
         Run summary to report instead of the one in the repository.
     previous : `astropy.table.Table`, optional
-        Summary of the previous run instead of the one of ``compare`` (``compare`` then only labels it).
+        Summary of a single previous run instead of the one of ``compare`` (``compare``, a string,
+        then only labels it).
     acquisition_runs : sequence of `str`, optional
         Acquisition runs (``exposure.science_program``) of the Background table; default the runs
         named by ``collections`` (`acquisition_runs_of`).
     raw_collections : sequence of `str`
         Where the ``eoExposureInfo`` datasets of the raws are searched (besides ``collections``).
+    reference : `str`, optional
+        Label of the reference run of the comparison (default: the first previous run).
+    label : `str`, optional
+        Label of this run in the comparison (default: its collection).
 
     Returns
     -------
@@ -876,15 +1008,25 @@ def build_technote(
         if butler is None:
             raise ValueError("build_technote needs a repository or a summary table")
         summary = load_run_summary(butler, collections)
-    if previous is None and compare and butler is not None:
-        previous = load_run_summary(butler, compare)
     names = [collections] if isinstance(collections, str) else list(collections)
-    label = ",".join(names)
-    compare_label = (compare if isinstance(compare, str) else ",".join(compare or [])) or "the previous run"
+    run_label = ",".join(names)
+    if previous is not None:
+        previous_label = (compare if isinstance(compare, str) else ",".join(compare or [])) or "previous run"
+        previous_runs, where = {previous_label: previous}, {previous_label: "summary table"}
+    else:
+        previous_runs, where = load_runs(compare, repo)
     if acquisition_runs is None:
         acquisition_runs = acquisition_runs_of(butler, names) if butler is not None else []
     metrics = load_metrics(specs)
     by_name = {m.name: m for m in metrics}
+    comparison = None
+    if previous_runs:
+        this = label or run_label
+        while this in previous_runs:
+            this = f"{this} (this run)"
+        runs = {**previous_runs, this: summary}
+        where[this] = f"{repo}:{run_label}" if repo else "this report's summary"
+        comparison = compare_runs(runs, metrics, reference=reference, provenance=where)
     missing = [
         m.name
         for m in metrics
@@ -917,11 +1059,11 @@ def build_technote(
     # A plain paragraph, not technote's abstract directive: that adds an "Abstract" heading to the
     # page, and the headings are to be exactly the skeleton's.
     doc.paragraph(
-        f"Electro-optical baseline characterization of LSSTCam from the outputs in {_esc(label)}"
+        f"Electro-optical baseline characterization of LSSTCam from the outputs in {_esc(run_label)}"
         + (f" of repository {_esc(repo)}" if repo else "")
         + f", generated by eo-baseline on {today.isoformat()}: for each metric, the per-vendor medians, "
         "the amplifiers that fail the requirement, the focal-plane mosaic and histogram"
-        + (f", and the comparison with {_esc(compare_label)}." if previous is not None else ".")
+        + (f", and the comparison with {_esc(', '.join(previous_runs))}." if comparison is not None else ".")
     )
     for section, subsections in SECTIONS:
         doc.heading(section, 1)
@@ -938,7 +1080,7 @@ def build_technote(
             )
             continue
         if section == "Differences from previous runs":
-            _differences(doc, summary, previous, compare_label, metrics, images)
+            _differences(doc, comparison, images)
             continue
         for rubric, group in body.get(section, {}).items():
             if rubric:
@@ -952,7 +1094,7 @@ def build_technote(
     with open(index, "w") as f:
         f.write(doc.text())
     with open(os.path.join(out_dir, "technote.toml"), "w") as f:
-        f.write(_technote_toml(label, today))
+        f.write(_technote_toml(run_label, today))
     with open(os.path.join(out_dir, "conf.py"), "w") as f:
         f.write(_CONF_PY)
     # Build products, if the directory becomes the technote's repository.
@@ -970,4 +1112,5 @@ def build_technote(
         figure_bytes=figure_bytes,
         missing=missing,
         runs=list(acquisition_runs),
+        comparison=comparison,
     )
