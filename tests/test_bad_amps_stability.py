@@ -121,9 +121,11 @@ def _float_columns(table, skip=()):
     return [c for c in table.colnames if table[c].dtype.kind == "f" and c not in skip]
 
 
-# Inputs that flagged rows keep (they are not measurements).
+# Inputs that flagged rows keep (they are not measurements): exposure descriptors and the conversion
+# gain (the run's PTC gain or the camera model's, known whatever the amplifier's pixels are).
 KEPT = {
     "eoWavelengthFlats": ("exptime_s", "ccobflux", "gain_e_per_adu"),
+    "eoPersistence": ("gain_e_per_adu",),
 }
 
 
